@@ -1,0 +1,144 @@
+"""Dead letters: the record written to `dlq.<service>` for a message that could not be
+handled, and how to read and replay them.
+
+The record wraps the original message unchanged (base64, so a value that is not even text
+survives) with what went wrong, so an operator can inspect it and put it back on its topic.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from contracts.envelope import utc_iso
+from contracts.topics import dead_letter_topic
+from services.runtime.publisher import OutgoingMessage
+
+
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    reason: str  # "malformed" | "handler_failed"
+    error: str
+    attempts: int
+    topic: str  # the logical topic the message came from (without any name prefix)
+    partition: int
+    offset: int
+    key: str | None
+    value_b64: str
+    event_id: str | None = None
+    event_type: str | None = None
+    failed_at: str
+
+    @property
+    def value(self) -> bytes:
+        return base64.b64decode(self.value_b64)
+
+    def to_message(self) -> OutgoingMessage:
+        return OutgoingMessage(
+            dead_letter_topic(self.service),
+            self.key or "",
+            self.model_dump_json().encode(),
+        )
+
+    def replay_message(self) -> OutgoingMessage:
+        """The original message, for its original topic and key."""
+        return OutgoingMessage(self.topic, self.key or "", self.value)
+
+
+def dead_letter_for(
+    *,
+    service: str,
+    reason: str,
+    error: str,
+    attempts: int,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes,
+    event_id: str | None = None,
+    event_type: str | None = None,
+) -> DeadLetter:
+    return DeadLetter(
+        service=service,
+        reason=reason,
+        error=error[:4000],
+        attempts=attempts,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key.decode(errors="replace") if key is not None else None,
+        value_b64=base64.b64encode(value).decode(),
+        event_id=event_id,
+        event_type=event_type,
+        failed_at=utc_iso(datetime.now(UTC)),
+    )
+
+
+class DeadLetterStore:
+    """Reads and replays the dead letters of one service, for operators (CLI and admin API).
+
+    Plain kafka-python, no consumer group: listing never moves anyone's offsets.
+    """
+
+    def __init__(self, bootstrap_servers: str, service: str, name_prefix: str = "") -> None:
+        self.bootstrap_servers = bootstrap_servers.split(",")
+        self.service = service
+        self.name_prefix = name_prefix
+
+    @property
+    def topic(self) -> str:
+        return self.name_prefix + dead_letter_topic(self.service)
+
+    def letters(self, limit: int = 100) -> list[tuple[str, DeadLetter]]:
+        """(position, letter) pairs, oldest first; position is `partition:offset`."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
+        try:
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            if not tps:
+                return []
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            ends = consumer.end_offsets(tps)
+            letters: list[tuple[str, DeadLetter]] = []
+            while any(consumer.position(tp) < ends[tp] for tp in tps) and len(letters) < limit:
+                for records in consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        letter = DeadLetter.model_validate_json(record.value)
+                        letters.append((f"{record.partition}:{record.offset}", letter))
+            return letters[:limit]
+        finally:
+            consumer.close()
+
+    def get(self, position: str) -> DeadLetter | None:
+        return dict(self.letters(limit=1_000_000)).get(position)
+
+    def replay(self, positions: list[str] | None = None) -> list[str]:
+        """Puts letters back on their original topics; all of them when `positions` is None.
+
+        Every consumer of that topic sees the message again; those that handled it already
+        recorded its event id, so only the service that failed applies it (once).
+        """
+        from kafka import KafkaProducer
+
+        letters = self.letters(limit=1_000_000)
+        chosen = [(p, letter) for p, letter in letters if positions is None or p in positions]
+        producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True
+        )
+        try:
+            for _, letter in chosen:
+                message = letter.replay_message()
+                producer.send(
+                    self.name_prefix + message.topic, key=message.key.encode(), value=message.value
+                ).get(timeout=30)
+        finally:
+            producer.close()
+        return [p for p, _ in chosen]

@@ -1,0 +1,381 @@
+"""Consuming Kafka in nameko: the `@consume(topic)` entrypoint and the one poller per
+service that feeds it, with every rule about offsets in this file.
+
+- One green thread polls, and only it touches the kafka-python consumer (not thread-safe).
+- Records of one partition are handled one after another (Kafka keys are agent ids, so an
+  agent's events stay in order); partitions are handled concurrently.
+- An offset is committed only once its handler's transaction has committed, as the
+  contiguous run of finished offsets (`last + 1`): at-least-once delivery, made effectively
+  once by the handled-event ids the handlers record (services/runtime/mongo.py).
+- A malformed message goes straight to `dlq.<service>`; a handler that keeps failing is
+  retried with backoff, then dead-lettered; an unknown event type is counted and skipped.
+  None of them stops the partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+import eventlet
+from eventlet.event import Event
+from eventlet.greenpool import GreenPool
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+from nameko.exceptions import ContainerBeingKilled
+from nameko.extensions import Entrypoint, ProviderCollector, SharedExtension
+
+from contracts.envelope import CloudEvent
+from contracts.parsing import MalformedEvent, UnknownEventType, parse_event
+from services.runtime.dead_letters import dead_letter_for
+from services.runtime.metrics import ServiceMetrics, known_types_for_topic
+from services.runtime.publisher import KafkaPublisher, PublishError
+from services.runtime.settings import RuntimeSettings, settings_from_config
+
+log = logging.getLogger(__name__)
+
+#: What a consuming method returns when `ServiceDatabase.handle_once` found a redelivery.
+ALREADY_HANDLED = None
+
+
+class OffsetTracker:
+    """Finished offsets per partition, and the offset that is safe to commit.
+
+    Finished 34, 35, 36 and 40 after a commit at 34 means 37 may be committed: 37-39 are
+    still in flight and must be redelivered if we die now.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[Any, int] = {}  # partition -> next offset not yet known finished
+        self._finished: dict[Any, set[int]] = defaultdict(set)
+
+    def start(self, partition: Any, offset: int) -> None:
+        """A batch of `partition` begins at `offset`.
+
+        With nothing left unfinished, the batch start is the truth: it may lie past the last
+        commit (offsets have gaps: transaction markers, compaction) or before it (the group
+        rebalanced and the partition came back from its last committed offset).
+        """
+        if not self._finished.get(partition):
+            self._next[partition] = offset
+
+    def finish(self, partition: Any, offset: int) -> None:
+        self._finished[partition].add(offset)
+
+    def committable(self) -> dict[Any, int]:
+        """Advances over contiguous finished offsets; returns partitions that moved."""
+        moved = {}
+        for partition, finished in self._finished.items():
+            position = self._next.get(partition)
+            if position is None:
+                continue
+            start = position
+            while position in finished:
+                finished.discard(position)
+                position += 1
+            if position != start:
+                self._next[partition] = position
+                moved[partition] = position
+        return moved
+
+    def forget(self, partitions: Iterable[Any]) -> None:
+        """After a revocation: another member now owns these partitions."""
+        for partition in partitions:
+            self._next.pop(partition, None)
+            self._finished.pop(partition, None)
+
+    def partitions(self) -> list[Any]:
+        return list(self._next)
+
+    def position(self, partition: Any) -> int | None:
+        return self._next.get(partition)
+
+
+class KafkaConsumerExtension(SharedExtension, ProviderCollector):
+    """The service's single consumer (group `skillquest.<service>`) and its poll loop."""
+
+    publisher = KafkaPublisher()
+    metrics = ServiceMetrics()
+
+    settings: RuntimeSettings
+
+    def setup(self) -> None:
+        self.settings = settings_from_config(self.container.config)
+        self.service = self.container.service_name
+        self.tracker = OffsetTracker()
+        self._consumer: KafkaConsumer | None = None
+        self._running = False
+        self._stopped = Event()
+        self._thread: Any = None
+        self.assigned = False
+
+    def start(self) -> None:
+        if not self._providers_registered:
+            return
+        topics = sorted({provider.topic for provider in self._providers})
+        for topic in topics:
+            self.metrics.families.prime_consumer([topic], known_types_for_topic(topic))
+        self._running = True
+        self._thread = self.container.spawn_managed_thread(partial(self._run, topics))
+
+    def unregister_provider(self, provider: Any) -> None:
+        # Finish the batch in flight before any entrypoint goes: a record whose handler
+        # had gone would otherwise look "not for us" and be committed unhandled.
+        self._stop_polling()
+        super().unregister_provider(provider)
+
+    def stop(self) -> None:
+        self._stop_polling()
+        super().stop()
+
+    def _stop_polling(self) -> None:
+        self._running = False
+        if self._thread is not None:
+            self._stopped.wait()
+            self._thread = None
+
+    def kill(self) -> None:
+        self._running = False
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception:  # noqa: BLE001 - we are dying anyway
+                log.exception("closing the consumer failed")
+            self._consumer = None
+
+    # --- the poll loop (the only code that touches self._consumer) ---------------------
+
+    def _run(self, topics: list[str]) -> None:
+        try:
+            self._consumer = self._connect(topics)
+            pool = GreenPool(size=1000)
+            while self._running:
+                batch = self._poll()
+                if batch:
+                    for partition, records in batch.items():
+                        self.tracker.start(partition, records[0].offset)
+                        pool.spawn(self._handle_partition, partition, records)
+                    pool.waitall()
+                    self._commit()
+                self._report_lag()
+        finally:
+            if self._consumer is not None:
+                self._commit()
+                self._consumer.close(autocommit=False)
+                self._consumer = None
+            self._stopped.send(True)
+
+    def _connect(self, topics: list[str]) -> KafkaConsumer:
+        s = self.settings
+        while True:
+            try:
+                consumer = KafkaConsumer(
+                    bootstrap_servers=s.kafka_bootstrap_servers.split(","),
+                    group_id=s.consumer_group(self.service),
+                    client_id=f"skillquest-{self.service}",
+                    enable_auto_commit=False,
+                    # A new group reads the whole history: derived views rebuild from it.
+                    auto_offset_reset="earliest",
+                    session_timeout_ms=s.consumer_session_timeout_ms,
+                    heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+                    max_poll_records=s.consumer_max_poll_records,
+                )
+                consumer.subscribe([s.topic(t) for t in topics])
+                return consumer
+            except KafkaError as error:
+                if not self._running:
+                    raise
+                log.warning("cannot reach the broker (%s); retrying", error)
+                eventlet.sleep(1.0)
+
+    def _poll(self) -> dict[Any, list[ConsumerRecord]]:
+        assert self._consumer is not None
+        try:
+            batch = self._consumer.poll(timeout_ms=200)
+        except KafkaError as error:
+            log.warning("poll failed (%s); retrying", error)
+            eventlet.sleep(0.5)
+            return {}
+        assignment = self._consumer.assignment()
+        self.assigned = bool(assignment)
+        self.tracker.forget(p for p in self.tracker.partitions() if p not in assignment)
+        return batch
+
+    def _commit(self) -> None:
+        moved = self.tracker.committable()
+        if not moved or self._consumer is None:
+            return
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in moved.items()}
+        try:
+            self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as error:
+            # The group rebalanced: the new owner re-reads from the last commit, and the
+            # handled-event ids make the re-reads harmless.
+            log.warning("offset commit failed (%s); the records will be redelivered", error)
+
+    def _report_lag(self) -> None:
+        assert self._consumer is not None
+        lag_gauge = self.metrics.families.consumer_lag
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            position = self.tracker.position(tp)
+            if highwater is None:
+                continue
+            if position is None:
+                try:
+                    position = self._consumer.position(tp, timeout_ms=0)
+                except Exception:  # noqa: BLE001 - position unknown yet: report nothing
+                    continue
+                if position is None:
+                    continue
+            topic = tp.topic[len(self.settings.name_prefix) :]
+            lag_gauge.labels(topic, str(tp.partition)).set(max(highwater - position, 0))
+
+    # --- handling (one green thread per partition in the batch) ------------------------
+
+    def _handle_partition(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
+        for record in records:
+            if not self._running:
+                return  # stop: leave the rest uncommitted for the next owner
+            if self._handle_record(record):
+                self.tracker.finish(partition, record.offset)
+            else:
+                return  # not finished (stopping, or the dead-letter topic unreachable)
+
+    def _handle_record(self, record: ConsumerRecord) -> bool:
+        """True when the record is done with: handled, skipped or dead-lettered."""
+        topic = record.topic[len(self.settings.name_prefix) :]
+        families = self.metrics.families
+        try:
+            event = parse_event(record.value)
+        except UnknownEventType as unknown:
+            families.events_consumed.labels(topic, "unknown", "ignored").inc()
+            log.info("skipping unknown event type %s", unknown.envelope.type)
+            return True
+        except MalformedEvent as error:
+            return self._dead_letter(record, topic, "malformed", str(error), 0, None)
+
+        entrypoints = [p for p in self._providers if p.topic == topic and p.accepts(event.type)]
+        if not entrypoints:
+            families.events_consumed.labels(topic, event.type, "ignored").inc()
+            return True
+        for entrypoint in entrypoints:
+            if not self._run_with_retries(entrypoint, event, record, topic):
+                return False
+        return True
+
+    def _run_with_retries(
+        self, entrypoint: KafkaEntrypoint, event: CloudEvent, record: ConsumerRecord, topic: str
+    ) -> bool:
+        families = self.metrics.families
+        s = self.settings
+        started = time.monotonic()
+        families.events_in_progress.inc()
+        try:
+            for attempt in range(1, s.handler_max_attempts + 1):
+                try:
+                    result, exc_info = entrypoint.handle(event)
+                except ContainerBeingKilled:
+                    return False
+                if exc_info is None:
+                    outcome = "duplicate" if result is ALREADY_HANDLED else "handled"
+                    families.events_consumed.labels(topic, event.type, outcome).inc()
+                    families.last_consume_success.set(time.time())
+                    return True
+                error = f"{exc_info[0].__name__}: {exc_info[1]}"
+                if attempt == s.handler_max_attempts:
+                    return self._dead_letter(record, topic, "handler_failed", error, attempt, event)
+                families.handler_retries.labels(event.type).inc()
+                log.warning(
+                    "handler %s failed (attempt %d): %s", entrypoint.method_name, attempt, error
+                )
+                backoff = s.handler_retry_backoff_seconds * 2 ** (attempt - 1)
+                eventlet.sleep(min(backoff, s.handler_retry_backoff_max_seconds))
+                if not self._running:
+                    return False
+            return False  # unreachable: the loop returns on the last attempt
+        finally:
+            families.events_in_progress.dec()
+            families.handler_latency.labels(event.type).observe(time.monotonic() - started)
+
+    def _dead_letter(
+        self,
+        record: ConsumerRecord,
+        topic: str,
+        reason: str,
+        error: str,
+        attempts: int,
+        event: CloudEvent | None,
+    ) -> bool:
+        letter = dead_letter_for(
+            service=self.service,
+            reason=reason,
+            error=error,
+            attempts=attempts,
+            topic=topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            event_id=event.id if event else None,
+            event_type=event.type if event else None,
+        )
+        # Keep trying while the broker is away: the offset must not pass a message that
+        # is neither handled nor safely in the dead-letter topic.
+        while self._running:
+            try:
+                self.publisher.send(letter.to_message())
+                break
+            except PublishError as publish_error:
+                log.warning("dead-letter publish failed (%s); retrying", publish_error)
+                eventlet.sleep(1.0)
+        else:
+            return False
+        log.error("dead-lettered %s@%d/%d: %s", topic, record.partition, record.offset, error)
+        self.metrics.families.dead_letters.labels(topic, reason).inc()
+        event_type = event.type if event else "unknown"
+        self.metrics.families.events_consumed.labels(topic, event_type, "dead_lettered").inc()
+        return True
+
+
+class KafkaEntrypoint(Entrypoint):
+    """`@consume(topic, types=...)`: the method is called with the parsed event."""
+
+    consumer = KafkaConsumerExtension()
+
+    def __init__(self, topic: str, types: Iterable[str] | None = None, **kwargs: Any) -> None:
+        self.topic = topic
+        self.types = frozenset(types) if types is not None else None
+        super().__init__(**kwargs)
+
+    def setup(self) -> None:
+        self.consumer.register_provider(self)
+
+    def stop(self) -> None:
+        self.consumer.unregister_provider(self)
+        super().stop()
+
+    def accepts(self, event_type: str) -> bool:
+        return self.types is None or event_type in self.types
+
+    def handle(self, event: CloudEvent) -> tuple[Any, Any]:
+        """Runs one worker for `event`; returns (result, exc_info) once it finished."""
+        done: Event = Event()
+        self.container.spawn_worker(
+            self, (event,), {}, handle_result=partial(self._handle_result, done)
+        )
+        return done.wait()
+
+    @staticmethod
+    def _handle_result(done: Event, worker_ctx: Any, result: Any, exc_info: Any) -> Any:
+        done.send((result, exc_info))
+        return result, exc_info
+
+
+consume = KafkaEntrypoint.decorator

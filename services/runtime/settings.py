@@ -1,0 +1,97 @@
+"""Runtime settings: environment -> deploy/config.yml (`${VAR:default}`) -> container.config.
+
+Read once, in an extension's `setup()`, into a validated model: a typo in the environment
+fails the start with a message that names the setting, not a KeyError deep in a handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from nameko.extensions import DependencyProvider
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class RuntimeSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    mongodb_uri: str = "mongodb://127.0.0.1:27017"
+    #: Prepended to every topic, consumer group and database name: isolates tests and
+    #: lets several deployments share a cluster.
+    name_prefix: str = ""
+    time_zone: str = "Asia/Shanghai"
+
+    # Consuming
+    consumer_session_timeout_ms: int = Field(10_000, ge=6_000)
+    consumer_heartbeat_interval_ms: int = Field(1_000, ge=100)
+    consumer_max_poll_records: int = Field(500, ge=1)
+    handler_max_attempts: int = Field(5, ge=1, description="Then the message is dead-lettered")
+    handler_retry_backoff_seconds: float = Field(0.2, ge=0)
+    handler_retry_backoff_max_seconds: float = Field(5.0, ge=0)
+
+    # Publishing
+    outbox_poll_interval_seconds: float = Field(0.5, gt=0)
+    outbox_batch_size: int = Field(500, ge=1)
+    outbox_lease_seconds: float = Field(10.0, gt=0)
+    producer_linger_ms: int = Field(5, ge=0)
+    producer_delivery_timeout_ms: int = Field(30_000, ge=1_000)
+
+    def topic(self, name: str) -> str:
+        return f"{self.name_prefix}{name}"
+
+    def database_name(self, service: str) -> str:
+        return f"{self.name_prefix}skillquest_{service}".replace(".", "_")
+
+    def consumer_group(self, service: str) -> str:
+        return f"{self.name_prefix}skillquest.{service}"
+
+
+_KEYS = {
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka_bootstrap_servers",
+    "MONGODB_URI": "mongodb_uri",
+    "NAME_PREFIX": "name_prefix",
+    "TIME_ZONE": "time_zone",
+}
+
+
+def settings_from_config(config: dict[str, Any]) -> RuntimeSettings:
+    """Builds settings from nameko's config: the §6 names at top level, the rest under RUNTIME."""
+    values: dict[str, Any] = dict(config.get("RUNTIME") or {})
+    for key, field in _KEYS.items():
+        if config.get(key) not in (None, ""):
+            values[field] = config[key]
+    try:
+        return RuntimeSettings.model_validate(values)
+    except ValidationError as error:
+        raise SystemExit(f"invalid configuration: {error}") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ServiceSettings(DependencyProvider, Generic[M]):
+    """A service's own settings: the `section` of the config (e.g. POINTS) as `model`.
+
+    Validated once at start; the time zone and other runtime values are merged in when the
+    model declares them, so a service reads every setting from one object.
+    """
+
+    def __init__(self, model: type[M], section: str) -> None:
+        self.model = model
+        self.section = section
+
+    def setup(self) -> None:
+        config = self.container.config
+        values = {k: v for k, v in (config.get(self.section) or {}).items() if v is not None}
+        runtime = settings_from_config(config)
+        for name in self.model.model_fields:
+            if name not in values and name in RuntimeSettings.model_fields:
+                values[name] = getattr(runtime, name)
+        try:
+            self.value: M = self.model.model_validate(values)
+        except ValidationError as error:
+            raise SystemExit(f"invalid {self.section} configuration: {error}") from None
+
+    def get_dependency(self, worker_ctx: Any) -> M:
+        return self.value

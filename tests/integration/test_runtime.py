@@ -1,0 +1,199 @@
+"""The runtime against the real broker and database: consume, commit, retry, dead-letter,
+outbox, redelivery, group membership (ARCHITECTURE §3)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from contracts.events import TicketResolved, TicketResolvedData
+from contracts.topics import WORK_TICKETS, dead_letter_topic
+from contracts.vocabulary import AgentSnapshot
+from services.runtime.dead_letters import DeadLetterStore
+from services.runtime.kafka import KafkaConsumerExtension
+from services.runtime.mongo import Mongo
+from tests.integration.sample_service import SampleService
+from tests.support.harness import (
+    EventBus,
+    base_url,
+    get_json,
+    running,
+    service_config,
+    unique_prefix,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def prefix() -> str:
+    return unique_prefix()
+
+
+@pytest.fixture
+def bus(broker, prefix):
+    bus = EventBus(broker.bootstrap, prefix)
+    yield bus
+    bus.close()
+
+
+@pytest.fixture
+def config(broker, database, prefix):
+    return service_config(broker, database, prefix)
+
+
+def ticket(agent_id: str, ticket_id: str) -> TicketResolved:
+    return TicketResolved.create(
+        source="skillquest/test",
+        subject=agent_id,
+        time=datetime.now(UTC),
+        data=TicketResolvedData(
+            agent=AgentSnapshot(agent_id=agent_id, team_id="team-1", tier="foundation"),
+            ticket_id=ticket_id,
+            qa_score=95,
+            csat=4,
+        ),
+    )
+
+
+def counts(config, agent_id: str) -> dict:
+    return get_json(f"{base_url(config)}/counts/{agent_id}")
+
+
+def dead_letters(bus: EventBus) -> list[dict]:
+    return [json.loads(r.value) for r in bus.read_all(dead_letter_topic("sample"))]
+
+
+def consumer_of(container) -> KafkaConsumerExtension:
+    return next(e for e in container.extensions if isinstance(e, KafkaConsumerExtension))
+
+
+def test_event_is_handled_once_even_when_delivered_again(config, bus):
+    with running(SampleService, config):
+        event = ticket("agent-1", "T-1")
+        bus.publish(event)
+        wait_until(lambda: counts(config, "agent-1")["tickets"] == 1, message="first delivery")
+
+        bus.publish(event)  # the same event id again: a redelivery
+        bus.publish(ticket("agent-1", "T-2"))  # and a later one, to know the first was seen
+        wait_until(lambda: counts(config, "agent-1")["tickets"] == 2, message="second ticket")
+        assert counts(config, "agent-1")["ticket_ids"] == ["T-1", "T-2"]
+        metrics = requests.get(f"{base_url(config)}/metrics", timeout=5).text
+        assert (
+            'skillquest_events_consumed_total{outcome="duplicate",topic="work.tickets",'
+            'type="work.ticket.resolved.v1"} 1.0' in metrics
+        )
+
+
+def test_failing_handler_is_retried_then_dead_lettered_and_the_next_message_flows(config, bus):
+    with running(SampleService, config):
+        failing = ticket("agent-2", "fail-1")
+        bus.publish(failing)
+        bus.publish(ticket("agent-2", "T-after"))  # same key: same partition, behind it
+
+        wait_until(lambda: counts(config, "agent-2")["tickets"] == 1, message="next message")
+        letters = wait_until(lambda: dead_letters(bus), message="dead letter")
+        assert len(letters) == 1
+        assert letters[0]["event_id"] == failing.id
+        assert letters[0]["reason"] == "handler_failed"
+        assert letters[0]["attempts"] == 3
+        assert "cannot handle fail-1" in letters[0]["error"]
+        assert counts(config, "agent-2")["ticket_ids"] == ["T-after"]
+
+
+def test_malformed_and_unknown_messages_do_not_block_the_partition(config, bus):
+    with running(SampleService, config):
+        bus.send(WORK_TICKETS, "agent-3", b"{this is not json")
+        unknown = json.loads(ticket("agent-3", "x").to_json_bytes())
+        unknown["type"] = "work.ticket.escalated.v7"
+        bus.send(WORK_TICKETS, "agent-3", json.dumps(unknown).encode())
+        bus.publish(ticket("agent-3", "T-ok"))
+
+        wait_until(lambda: counts(config, "agent-3")["tickets"] == 1, message="valid message")
+        letters = wait_until(lambda: dead_letters(bus), message="dead letter")
+        assert [letter["reason"] for letter in letters] == ["malformed"]
+        assert "Invalid JSON" in letters[0]["error"]
+
+
+def test_outbox_write_succeeds_while_the_broker_is_down_and_arrives_once(config, bus, broker):
+    with running(SampleService, config):
+        wait_until(lambda: requests.get(f"{base_url(config)}/readyz", timeout=5).ok)
+        broker.pause()
+        try:
+            response = requests.post(
+                f"{base_url(config)}/tickets",
+                json={"agent_id": "agent-4", "ticket_id": "T-outage", "qa_score": 99},
+                timeout=10,
+            )
+            assert response.status_code == 202
+        finally:
+            broker.resume()
+        wait_until(lambda: counts(config, "agent-4")["tickets"] == 1, timeout=40)
+        published = [
+            r for r in bus.read_all(WORK_TICKETS) if json.loads(r.value)["subject"] == "agent-4"
+        ]
+        assert len(published) == 1
+        assert json.loads(published[0].value)["id"] == response.json()["event_id"]
+
+
+def test_consumer_killed_after_handling_before_committing_applies_the_event_once(
+    config, bus, broker, database, prefix
+):
+    with running(SampleService, {**config, "HANG_AFTER_HANDLING": True}) as first:
+        bus.publish(ticket("agent-5", "T-1"))
+        wait_until(lambda: counts(config, "agent-5")["tickets"] == 1, message="handled")
+        first.kill()  # the offset was never committed
+
+    restarted = service_config(broker, database, prefix)  # same group and database
+    with running(SampleService, restarted) as second:
+        bus.publish(ticket("agent-5", "T-2"))
+        wait_until(lambda: counts(restarted, "agent-5")["tickets"] == 2, message="next ticket")
+        families = consumer_of(second).metrics.families
+        duplicates = families.events_consumed.labels(
+            WORK_TICKETS, TicketResolved.TYPE, "duplicate"
+        )._value.get()
+        assert duplicates == 1  # T-1 came again and changed nothing
+        assert counts(restarted, "agent-5")["ticket_ids"] == ["T-1", "T-2"]
+
+
+def test_two_instances_share_partitions_and_one_takes_over_when_the_other_dies(
+    config, bus, broker, database, prefix
+):
+    other = service_config(broker, database, prefix)
+    with running(SampleService, config) as first, running(SampleService, other) as second:
+        wait_until(
+            lambda: consumer_of(first).assigned and consumer_of(second).assigned,
+            timeout=40,
+            message="both instances to own partitions",
+        )
+        second.kill()
+        agents = [f"agent-{i}" for i in range(12)]  # keys spread over all partitions
+        for agent in agents:
+            bus.publish(ticket(agent, f"T-{agent}"))
+        wait_until(
+            lambda: all(counts(config, agent)["tickets"] == 1 for agent in agents),
+            timeout=60,
+            message="the survivor to handle every partition",
+        )
+
+
+def test_a_replayed_dead_letter_that_now_succeeds_is_applied_once(config, bus, broker, prefix):
+    store = DeadLetterStore(broker.bootstrap, "sample", prefix)
+    with running(SampleService, config) as container:
+        db = next(e for e in container.extensions if isinstance(e, Mongo)).database
+        db.collection("switches").insert_one({"_id": "failing"})
+        bus.publish(ticket("agent-6", "flaky-1"))
+        letters = wait_until(lambda: store.letters(), message="dead letter")
+        assert [letter.event_type for _, letter in letters] == [TicketResolved.TYPE]
+
+        db.collection("switches").delete_one({"_id": "failing"})  # the dependency is back
+        assert store.replay() == [letters[0][0]]
+        wait_until(lambda: counts(config, "agent-6")["tickets"] == 1, message="replayed")
+        store.replay()  # replaying again is harmless
+        bus.publish(ticket("agent-6", "T-after"))
+        wait_until(lambda: counts(config, "agent-6")["tickets"] == 2, message="later ticket")
+        assert counts(config, "agent-6")["ticket_ids"] == ["flaky-1", "T-after"]
