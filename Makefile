@@ -31,7 +31,7 @@ run: install
 	$(BIN)/python -m deploy.local.launcher
 
 test: install
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m tests.parallel
 
 lint: install
 	$(BIN)/ruff check .

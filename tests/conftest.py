@@ -4,11 +4,13 @@ eventlet.monkey_patch()  # first of all, as nameko runs: its pytest plugin no lo
 
 # Session fixtures that start the real local servers, and per-test unique names.
 #
-# pytest-xdist runs one session per worker, so each worker gets its own broker and database
-# on free ports (intended: no test shares a server process with another worker's tests, and
-# a fresh database server stays fast, see LOCAL-STACK.md). Servers start lazily, on the
+# `make test` runs the suite as several pytest processes (tests/parallel.py), so each gets its
+# own broker and database on free ports (a fresh database server stays fast, see
+# LOCAL-STACK.md). pytest-xdist is not used: its workers talk to the controller from a
+# thread, which eventlet's patching turns green, and they hang. Servers start lazily, on the
 # first test that asks for them: a unit-test-only run starts none.
 
+import os  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -16,6 +18,27 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from deploy.local.servers import Broker, Database, start_on_free_port  # noqa: E402
+
+
+def _keep_xdist_messaging_on_os_threads() -> None:
+    """In a pytest-xdist worker, execnet reads the controller's messages on an OS thread it
+    started before this patch, and hands them to the main thread through locks, events and
+    queues that it creates later, from the (now green) threading module. A green primitive
+    cannot be woken from another OS thread: the worker hangs at "bringing up nodes...". Give
+    execnet the original primitives; everything else stays patched."""
+    from eventlet.patcher import original
+    from execnet import gateway_base
+
+    threading, queue = original("threading"), original("queue")
+    model = gateway_base.ThreadExecModel  # the base of xdist's main_thread_only model
+    model.queue = property(lambda self: queue)  # type: ignore[assignment,method-assign]
+    model.Lock = lambda self: threading.RLock()  # type: ignore[method-assign]
+    model.RLock = lambda self: threading.RLock()  # type: ignore[method-assign]
+    model.Event = lambda self: threading.Event()  # type: ignore[method-assign]
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _keep_xdist_messaging_on_os_threads()
 
 
 @pytest.fixture(scope="session")

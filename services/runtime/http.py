@@ -71,6 +71,12 @@ class JsonRoute(HttpRequestHandler):
     server = JsonWebServer()
     metrics = ServiceMetrics()
 
+    def __init__(
+        self, method: str, url: str, expected_exceptions: Any = (ApiError,), **kwargs: Any
+    ) -> None:
+        # ApiErrors are answers to the caller, not faults of the service.
+        super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
+
     def handle_request(self, request: Request) -> Response:
         started = time.monotonic()
         response = super().handle_request(request)
@@ -97,6 +103,17 @@ class JsonRoute(HttpRequestHandler):
 
 
 http = JsonRoute.decorator
+
+
+class _QuietClientErrors(logging.Filter):
+    """nameko logs every expected exception with a traceback; a 4xx answer is no news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, ApiError) and error.status < 500)
+
+
+logging.getLogger("nameko.containers").addFilter(_QuietClientErrors())
 
 
 def parse_body(request: Request, model: type[M]) -> M:

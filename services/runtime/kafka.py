@@ -14,6 +14,7 @@ service that feeds it, with every rule about offsets in this file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -114,6 +115,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
         self._stopped = Event()
         self._thread: Any = None
         self.assigned = False
+        self._reported_lag: set[TopicPartition] = set()
 
     def start(self) -> None:
         if not self._providers_registered:
@@ -222,7 +224,13 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
     def _report_lag(self) -> None:
         assert self._consumer is not None
         lag_gauge = self.metrics.families.consumer_lag
-        for tp in self._consumer.assignment():
+        assignment = self._consumer.assignment()
+        # Partitions another member took over are not ours to report any more.
+        for lost in self._reported_lag - assignment:
+            with contextlib.suppress(KeyError):
+                lag_gauge.remove(self._logical(lost.topic), str(lost.partition))
+        self._reported_lag = set(assignment)
+        for tp in assignment:
             highwater = self._consumer.highwater(tp)
             position = self.tracker.position(tp)
             if highwater is None:
@@ -234,8 +242,13 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                     continue
                 if position is None:
                     continue
-            topic = tp.topic[len(self.settings.name_prefix) :]
-            lag_gauge.labels(topic, str(tp.partition)).set(max(highwater - position, 0))
+            lag_gauge.labels(self._logical(tp.topic), str(tp.partition)).set(
+                max(highwater - position, 0)
+            )
+
+    def _logical(self, topic: str) -> str:
+        """The topic name without the deployment's prefix (metrics and handlers use these)."""
+        return topic[len(self.settings.name_prefix) :]
 
     # --- handling (one green thread per partition in the batch) ------------------------
 
@@ -250,7 +263,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
 
     def _handle_record(self, record: ConsumerRecord) -> bool:
         """True when the record is done with: handled, skipped or dead-lettered."""
-        topic = record.topic[len(self.settings.name_prefix) :]
+        topic = self._logical(record.topic)
         families = self.metrics.families
         try:
             event = parse_event(record.value)

@@ -17,6 +17,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -28,6 +29,7 @@ disable_created_metrics()
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 CONSUME_OUTCOMES = ("handled", "duplicate", "ignored", "dead_lettered")
+DEAD_LETTER_REASONS = ("malformed", "handler_failed")
 
 
 class MetricFamilies:
@@ -115,6 +117,7 @@ class MetricFamilies:
             registry=r,
         )
         self.up.labels(service).set(1)
+        ProcessCollector(registry=r)  # CPU, memory, open files, start time
         self._domain: dict[str, Any] = {}
 
     def counter(self, name: str, documentation: str, labels: Iterable[str] = ()) -> Counter:
@@ -139,7 +142,10 @@ class MetricFamilies:
         """Creates the consumed-event label sets at zero so rate() works from the first scrape."""
         types = list(types)
         for topic in topics:
+            for reason in DEAD_LETTER_REASONS:
+                self.dead_letters.labels(topic, reason)
             for event_type in types:
+                self.handler_retries.labels(event_type)
                 for outcome in CONSUME_OUTCOMES:
                     self.events_consumed.labels(topic, event_type, outcome)
 

@@ -7,6 +7,7 @@ functions inside a MongoDB transaction (`UnitOfWork`), where domain writes, outg
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,12 +20,18 @@ from pymongo import MongoClient
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import CollectionInvalid, DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from contracts.envelope import CloudEvent
-from services.runtime.outbox import OUTBOX, OutboxRelay, ensure_outbox_indexes, outbox_record
+from services.runtime.outbox import (
+    LEASES,
+    OUTBOX,
+    OutboxRelay,
+    ensure_outbox_indexes,
+    outbox_record,
+)
 from services.runtime.settings import RuntimeSettings, settings_from_config
 
 log = logging.getLogger(__name__)
@@ -158,6 +165,9 @@ class Mongo(DependencyProvider):
         self.database = ServiceDatabase(
             self.client, self.db, f"skillquest/{service}", on_commit=self.relay.wake
         )
+        # In setup, not start: nameko finishes every extension's setup before it starts any,
+        # so the consumer and the relay never run a transaction on a half-made schema.
+        self.prepare_schema()
 
     def _connect_documents(self, alias: str) -> None:
         # mongoengine keeps connections in a process-wide registry and caches each
@@ -170,7 +180,21 @@ class Mongo(DependencyProvider):
             document._meta["db_alias"] = alias
             document._collection = None
 
-    def start(self) -> None:
+    def prepare_schema(self) -> None:
+        """Creates every collection and index before the first transaction can run.
+
+        A collection created implicitly inside a transaction while an index build runs on
+        it can stall the server (seen with the local MongoDB-protocol server), and MongoDB
+        itself refuses some implicit creations in transactions: so nothing is left implicit.
+        Idempotent.
+        """
+        existing = set(self.db.list_collection_names())
+        names = [OUTBOX, PROCESSED_EVENTS, LEASES]
+        names += [document._get_collection_name() for document in self.documents]
+        for name in names:
+            if name not in existing:
+                with contextlib.suppress(CollectionInvalid):
+                    self.db.create_collection(name)
         ensure_outbox_indexes(self.db)
         for document in self.documents:
             document.ensure_indexes()

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,8 @@ from services.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
+#: How often the backlog gauges are refreshed (two queries each time).
+BACKLOG_REPORT_SECONDS = 1.0
 OUTBOX = "outbox"
 LEASES = "leases"
 RELAY_LEASE = "outbox-relay"
@@ -133,23 +136,31 @@ class OutboxRelay(Extension):
             self._thread.kill()
 
     def _run(self) -> None:
+        reported_at = 0.0
         while self._running:
             published = 0
             try:
                 if self.lease.acquire_or_renew():
                     published = self.relay_once()
-                self._report_backlog()
             except PublishError as error:
                 self.metrics.families.publish_errors.inc()
                 log.warning("outbox relay: broker unavailable (%s); retrying", error)
             except PyMongoError as error:
                 log.warning("outbox relay: database unavailable (%s); retrying", error)
+            # Also (and especially) while publishing fails: the backlog alerts need it.
+            if time.monotonic() - reported_at >= BACKLOG_REPORT_SECONDS:
+                reported_at = time.monotonic()
+                with contextlib.suppress(PyMongoError):
+                    self._report_backlog()
             if published < self.settings.outbox_batch_size:
                 self._wait(self.settings.outbox_poll_interval_seconds)
 
     def _wait(self, seconds: float) -> None:
         with eventlet.Timeout(seconds, False):
             self._wake.wait()
+            # Woken by a commit: let the commits of concurrent handlers gather for a moment,
+            # so one round trip publishes and marks many events instead of one each.
+            eventlet.sleep(self.settings.outbox_gather_seconds)
         self._wake = Event()
 
     def relay_once(self) -> int:

@@ -32,6 +32,7 @@ class RuntimeSettings(BaseModel):
 
     # Publishing
     outbox_poll_interval_seconds: float = Field(0.5, gt=0)
+    outbox_gather_seconds: float = Field(0.02, ge=0, description="Batching after a commit")
     outbox_batch_size: int = Field(500, ge=1)
     outbox_lease_seconds: float = Field(10.0, gt=0)
     producer_linger_ms: int = Field(5, ge=0)
