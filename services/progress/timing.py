@@ -1,0 +1,25 @@
+"""Event time: when a thing happened, given by a backfilling caller or taken as now."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.progress.rules_errors import Invalid
+
+
+def to_millis(value: datetime) -> datetime:
+    """UTC, truncated to the millisecond MongoDB stores, so a stored time equals the sent one."""
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+
+
+def event_time(occurred_at: datetime | None, now: datetime, skew: timedelta) -> datetime:
+    """`occurred_at` (past only, `skew` of clock difference tolerated) or `now`."""
+    if occurred_at is None:
+        return to_millis(now)
+    if occurred_at > now + skew:
+        raise Invalid(
+            f"occurred_at {occurred_at.isoformat()} is in the future: backfill accepts past "
+            "times only; omit occurred_at for now"
+        )
+    return to_millis(occurred_at)
