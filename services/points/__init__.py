@@ -1,0 +1,1 @@
+"""The points service: rules as data, an append-only idempotent ledger, balances."""

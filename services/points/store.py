@@ -1,0 +1,230 @@
+"""The points service's documents, their indexes, and the queries it needs.
+
+Writes go through pymongo on these collections inside a unit of work (handlers.py);
+mongoengine only declares the shapes and creates the indexes on start.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from mongoengine import (
+    DateTimeField,
+    DictField,
+    Document,
+    IntField,
+    StringField,
+)
+from pymongo import DESCENDING
+from pymongo.database import Database
+from pymongo.errors import CollectionInvalid
+
+from contracts.api.points import REVERSAL_RULE_ID
+from services.runtime.mongo import PROCESSED_EVENTS
+from services.runtime.outbox import OUTBOX, ensure_outbox_indexes
+
+
+class PointsRule(Document):
+    """The current version of a rule (one document per rule id)."""
+
+    rule_id = StringField(primary_key=True)
+    version = IntField(required=True)
+    definition = DictField(required=True)
+    #: The definition as last read from the rules file: a restart with an edited file
+    #: makes a new version, one with the same file keeps changes made through the API.
+    file_definition = DictField()
+    updated_at = DateTimeField(required=True)
+    updated_by = StringField()
+    meta = {"collection": "rules"}
+
+
+class PointsRuleVersion(Document):
+    """Every version of every rule, kept so a ledger entry's rule version can be looked up."""
+
+    version_id = StringField(primary_key=True)  # "<rule_id>@<version>"
+    rule_id = StringField(required=True)
+    version = IntField(required=True)
+    definition = DictField(required=True)
+    updated_at = DateTimeField(required=True)
+    updated_by = StringField()
+    meta = {
+        "collection": "rule_versions",
+        "indexes": [{"fields": ["rule_id", "-version"], "name": "rule_versions"}],
+    }
+
+
+class PointsAccount(Document):
+    """An agent's balance, ledger sequence and latest known snapshot (team, tier)."""
+
+    agent_id = StringField(primary_key=True)
+    balance = IntField(required=True, min_value=0)
+    #: Number of ledger entries: each entry takes the next value (a stable sort key).
+    seq = IntField(required=True)
+    team_id = StringField()
+    tier = StringField()
+    #: Event time of the snapshot: a late, older event does not overwrite a newer one.
+    snapshot_at = DateTimeField()
+    updated_at = DateTimeField()
+    meta = {"collection": "accounts"}
+
+
+class PointsLedgerEntry(Document):
+    """One change of a balance. Append-only: entries are never updated or deleted."""
+
+    award_id = StringField(primary_key=True)
+    agent_id = StringField(required=True)
+    seq = IntField(required=True)
+    delta = IntField(required=True)
+    rule_id = StringField(required=True)
+    rule_version = IntField()
+    reason = StringField(required=True)
+    source_event_id = StringField(required=True)
+    source_event_type = StringField()
+    occurred_at = DateTimeField(required=True)
+    team_id = StringField(required=True)
+    tier = StringField(required=True)
+    balance = IntField(required=True)
+    reversed_award_id = StringField()
+    details = DictField()
+    recorded_at = DateTimeField(required=True)
+    recorded_by = StringField()
+    meta = {
+        "collection": "ledger",
+        "indexes": [
+            # An event never awards twice under one rule; an award is reversed once.
+            {"fields": ["source_event_id", "rule_id"], "unique": True, "name": "award_key"},
+            {"fields": ["agent_id", "-occurred_at", "-seq"], "name": "history"},
+            {"fields": ["agent_id", "seq"], "unique": True, "name": "agent_seq"},
+        ],
+    }
+
+
+class DailyCap(Document):
+    """Points a capped rule gave an agent on one local day."""
+
+    cap_id = StringField(primary_key=True)  # "<agent_id>|<rule_id>|<YYYY-MM-DD>"
+    agent_id = StringField(required=True)
+    rule_id = StringField(required=True)
+    day = StringField(required=True)
+    used = IntField(required=True)
+    meta = {"collection": "daily_caps"}
+
+
+DOCUMENTS = (PointsRule, PointsRuleVersion, PointsAccount, PointsLedgerEntry, DailyCap)
+
+RULES = PointsRule._get_collection_name()
+RULE_VERSIONS = PointsRuleVersion._get_collection_name()
+ACCOUNTS = PointsAccount._get_collection_name()
+LEDGER = PointsLedgerEntry._get_collection_name()
+DAILY_CAPS = DailyCap._get_collection_name()
+
+
+def prepare_collections(db: Database) -> None:
+    """Creates the collections transactions write to, and their indexes, before any
+    transaction runs: a collection created implicitly inside a transaction while another
+    connection creates one can stall the local database server (seen with SecantusDB)."""
+    existing = set(db.list_collection_names())
+    for name in (*(doc._get_collection_name() for doc in DOCUMENTS), OUTBOX, PROCESSED_EVENTS):
+        if name not in existing:
+            # Another instance may have created it meanwhile.
+            with contextlib.suppress(CollectionInvalid):
+                db.create_collection(name)
+    ensure_outbox_indexes(db)
+    for document in DOCUMENTS:
+        document.ensure_indexes()
+
+
+def cap_id(agent_id: str, rule_id: str, day: str) -> str:
+    return f"{agent_id}|{rule_id}|{day}"
+
+
+def version_id(rule_id: str, version: int) -> str:
+    return f"{rule_id}@{version}"
+
+
+# --- history paging ------------------------------------------------------------------------
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(entry: dict[str, Any]) -> str:
+    """An opaque position after `entry` in (occurred_at, seq) descending order."""
+    position = {"t": round(entry["occurred_at"].timestamp() * 1000), "s": entry["seq"]}
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        millis, seq = int(position["t"]), int(position["s"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise BadCursor(cursor) from None
+    return datetime.fromtimestamp(millis / 1000, UTC), seq
+
+
+def history_page(
+    db: Database, agent_id: str, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of an agent's ledger, newest event time first, and the next page's cursor.
+
+    The position is (occurred_at, seq): an entry recorded while a client pages lands before
+    or after the cursor, never shifting entries already paged over.
+    """
+    query: dict[str, Any] = {"agent_id": agent_id}
+    if cursor is not None:
+        occurred_at, seq = decode_cursor(cursor)
+        query["$or"] = [
+            {"occurred_at": {"$lt": occurred_at}},
+            {"occurred_at": occurred_at, "seq": {"$lt": seq}},
+        ]
+    found = list(
+        db[LEDGER]
+        .find(query)
+        .sort([("occurred_at", DESCENDING), ("seq", DESCENDING)])
+        .limit(limit + 1)
+    )
+    page = found[:limit]
+    reversals = {
+        doc["reversed_award_id"]: doc["_id"]
+        for doc in db[LEDGER].find(
+            {
+                "source_event_id": {"$in": [entry["_id"] for entry in page]},
+                "rule_id": REVERSAL_RULE_ID,
+            },
+            {"reversed_award_id": 1},
+        )
+    }
+    for entry in page:
+        entry["reversed_by"] = reversals.get(entry["_id"])
+    next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
+    return page, next_cursor
+
+
+def find_account(db: Database, agent_id: str) -> dict[str, Any] | None:
+    return db[ACCOUNTS].find_one({"_id": agent_id})
+
+
+def find_award(db: Database, agent_id: str, award_id: str) -> dict[str, Any] | None:
+    entry = db[LEDGER].find_one({"_id": award_id, "agent_id": agent_id})
+    if entry is not None:
+        reversal = db[LEDGER].find_one(
+            {"source_event_id": award_id, "rule_id": REVERSAL_RULE_ID}, {"_id": 1}
+        )
+        entry["reversed_by"] = reversal["_id"] if reversal else None
+    return entry
+
+
+def all_rules(db: Database) -> list[dict[str, Any]]:
+    return list(db[RULES].find({}))
+
+
+def rule_versions(db: Database, rule_id: str) -> list[dict[str, Any]]:
+    return list(db[RULE_VERSIONS].find({"rule_id": rule_id}).sort("version", DESCENDING))
