@@ -1,0 +1,376 @@
+"""The badges service against the real broker and database: awards from events (once,
+whatever the order and redelivery), through the outbox, read over HTTP, and credentials a
+verifier can check. One running service is shared; each test uses its own agents."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+import requests
+from pymongo import MongoClient
+
+from contracts.envelope import CloudEvent
+from contracts.events import (
+    AssessmentGraded,
+    AssessmentGradedData,
+    CourseCompleted,
+    CourseCompletedData,
+    CourseData,
+    CoursePublished,
+    CourseUpdated,
+    CreditsRequirementMet,
+    CreditsRequirementMetData,
+    LeaderboardPeriodClosed,
+    ModuleCompleted,
+    ModuleCompletedData,
+    ModuleData,
+    PeriodClosedData,
+    StandingData,
+    TicketResolved,
+    TicketResolvedData,
+)
+from contracts.topics import GAMIFICATION_BADGES
+from contracts.vocabulary import AgentSnapshot
+from services.badges.credentials import key_from_pem, verify
+from services.badges.service import BadgesService
+from services.runtime.settings import settings_from_config
+from tests.support.harness import (
+    EventBus,
+    base_url,
+    get_json,
+    running,
+    service_config,
+    unique_prefix,
+    wait_until,
+)
+from tests.unit.json_schema_check import errors
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = json.loads(
+    (
+        Path(__file__).parents[1] / "unit" / "data" / "ob_v3p0_openbadgecredential.schema.json"
+    ).read_text()
+)
+T0 = datetime(2026, 10, 5, 2, 0, tzinfo=UTC)
+WEEK_45_END = datetime(2026, 11, 8, 15, 59, 59, 999999, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def stack(broker, database):
+    prefix = unique_prefix()
+    config = service_config(
+        broker,
+        database,
+        prefix,
+        BADGES={"public_base_url": "https://skillquest.test", "issuer_name": "Skillquest QA"},
+    )
+    bus = EventBus(broker.bootstrap, prefix)
+    with running(BadgesService, config):
+        yield config, bus, database, prefix
+    bus.close()
+
+
+@pytest.fixture
+def config(stack):
+    return stack[0]
+
+
+@pytest.fixture
+def bus(stack):
+    return stack[1]
+
+
+def snap(agent: str, tier: str = "foundation") -> AgentSnapshot:
+    return AgentSnapshot(agent_id=agent, team_id="team-9", tier=tier)
+
+
+def module_done(agent: str, at: datetime) -> ModuleCompleted:
+    data = ModuleCompletedData(
+        agent=snap(agent), course_id="c0", module_id="m1", module_kind="lesson"
+    )
+    return ModuleCompleted.create(source="t", subject=agent, time=at, data=data)
+
+
+def course_done(agent: str, course: str, at: datetime, tags=()) -> CourseCompleted:
+    data = CourseCompletedData(
+        agent=snap(agent),
+        course_id=course,
+        course_tier="foundation",
+        dimension="communication",
+        credit_hours=2,
+        tags=list(tags),
+        mean_best_score=90.0,
+    )
+    return CourseCompleted.create(source="t", subject=agent, time=at, data=data)
+
+
+def perfect(agent: str, at: datetime) -> AssessmentGraded:
+    data = AssessmentGradedData(
+        agent=snap(agent),
+        course_id="c0",
+        module_id="q1",
+        module_kind="quiz",
+        score=100,
+        pass_score=80,
+        passed=True,
+        attempt=1,
+    )
+    return AssessmentGraded.create(source="t", subject=agent, time=at, data=data)
+
+
+def course(course_id: str, revision: int, published: bool, tags: list[str], kind=CoursePublished):
+    data = CourseData(
+        course_id=course_id,
+        title=f"Course {course_id}",
+        tier="foundation",
+        dimension="communication",
+        credit_hours=2,
+        tags=tags,
+        published=published,
+        revision=revision,
+        modules=[ModuleData(module_id="m1", kind="lesson", title="Lesson")],
+    )
+    return kind.create(source="t", subject=course_id, time=T0 + timedelta(days=revision), data=data)
+
+
+def awards_on_topic(bus: EventBus, agent: str) -> list[dict]:
+    values = [json.loads(r.value) for r in bus.read_all(GAMIFICATION_BADGES)]
+    return [v for v in values if v["subject"] == agent]
+
+
+def badges_of(config, agent: str) -> dict:
+    return get_json(f"{base_url(config)}/v1/agents/{agent}/badges")
+
+
+def held(config, agent: str) -> set[tuple[str, str | None]]:
+    return {(b["badge_id"], b["level"]) for b in badges_of(config, agent)["badges"]}
+
+
+def handled(config, event_type: str) -> float:
+    text = requests.get(f"{base_url(config)}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith("skillquest_events_consumed_total{"):
+            continue
+        if f'type="{event_type}"' in line and ('outcome="handled"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def publish_all(bus: EventBus, events: list[CloudEvent]) -> None:
+    for event in events:
+        bus.publish(event)
+
+
+def test_awards_once_in_event_time_whatever_the_order_and_redelivery(config, bus):
+    agent = "it-ada"
+    courses = [course_done(agent, f"c{i}", T0 + timedelta(days=i)) for i in range(5)]
+    first_module = module_done(agent, T0 - timedelta(hours=1))
+    deliveries = [*courses, courses[1], first_module, courses[3]]
+    random.Random(11).shuffle(deliveries)
+    publish_all(bus, deliveries)
+    wait_until(lambda: len(held(config, agent)) == 3, timeout=30, message="three awards")
+
+    # Everything again, then one new event behind it on the same partition.
+    publish_all(bus, deliveries)
+    marker = perfect(agent, T0 + timedelta(days=9))
+    bus.publish(marker)
+    wait_until(lambda: ("perfect-score", None) in held(config, agent), message="marker award")
+
+    body = badges_of(config, agent)
+    by_key = {(b["badge_id"], b["level"]): b for b in body["badges"]}
+    assert set(by_key) == {
+        ("first-steps", None),
+        ("course-finisher", "bronze"),
+        ("course-finisher", "silver"),
+        ("perfect-score", None),
+    }
+    silver = by_key[("course-finisher", "silver")]
+    assert silver["awarded_at"] == "2026-10-09T02:00:00Z"  # the fifth course, in event time
+    assert silver["bonus_points"] == 50
+    assert sorted(silver["evidence"]) == sorted(c.id for c in courses)
+    # Bronze was met by the first completion that arrived (no earlier one was known then).
+    first_known = next(e for e in deliveries if isinstance(e, CourseCompleted))
+    bronze_at = by_key[("course-finisher", "bronze")]["awarded_at"]
+    assert bronze_at == first_known.time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    gold = next(p for p in body["progress"] if p["badge_id"] == "course-finisher")
+    assert gold == {
+        "badge_id": "course-finisher",
+        "next_level": "gold",
+        "current": 5,
+        "target": 20,
+        "unit": "events",
+    }
+
+    published = wait_until(
+        lambda: len(awards_on_topic(bus, agent)) == 4 and awards_on_topic(bus, agent)
+    )
+    assert sorted((e["data"]["badge_id"], e["data"]["level"]) for e in published) == sorted(by_key)
+    silver_event = next(e for e in published if e["data"]["level"] == "silver")
+    assert silver_event["time"] == "2026-10-09T02:00:00Z"
+    assert silver_event["data"]["agent"] == {
+        "agent_id": agent,
+        "team_id": "team-9",
+        "tier": "foundation",
+    }
+    assert silver_event["data"]["bonus_points"] == 50
+
+    metrics = requests.get(f"{base_url(config)}/metrics", timeout=5).text
+    assert 'skillquest_badges_awarded_total{badge="course-finisher"}' in metrics
+
+
+def test_period_close_and_credits_award_with_the_latest_known_snapshot(config, bus):
+    seen, unseen = "it-top10", "it-top3"
+    bus.publish(module_done(seen, T0))
+    wait_until(lambda: ("first-steps", None) in held(config, seen), message="first steps")
+
+    close = LeaderboardPeriodClosed.create(
+        source="t",
+        subject="2026-W45",
+        time=WEEK_45_END,
+        data=PeriodClosedData(
+            period="weekly",
+            period_key="2026-W45",
+            top=[
+                StandingData(rank=3, agent_id=unseen, score=300),
+                StandingData(rank=10, agent_id=seen, score=100),
+            ],
+        ),
+    )
+    bus.publish(close)
+    bus.publish(close)  # redelivered
+    wait_until(lambda: ("weekly-top-10", None) in held(config, seen), message="top 10")
+    [award] = [b for b in badges_of(config, seen)["badges"] if b["badge_id"] == "weekly-top-10"]
+    assert (award["awarded_at"], award["bonus_points"]) == ("2026-11-08T15:59:59.999999Z", 30)
+
+    # The other agent had no snapshot yet: awarded as soon as one of its events arrives.
+    assert ("weekly-top-10", None) not in held(config, unseen)
+    ticket = TicketResolved.create(
+        source="t",
+        subject=unseen,
+        time=WEEK_45_END + timedelta(days=1),
+        data=TicketResolvedData(
+            agent=snap(unseen, "advanced"), ticket_id="T1", qa_score=95, csat=5
+        ),
+    )
+    bus.publish(ticket)
+    wait_until(lambda: ("weekly-top-10", None) in held(config, unseen), message="late award")
+    event = next(
+        e for e in awards_on_topic(bus, unseen) if e["data"]["badge_id"] == "weekly-top-10"
+    )
+    assert event["time"] == "2026-11-08T15:59:59.999999Z"
+    assert event["data"]["agent"]["tier"] == "advanced"
+    assert event["data"]["evidence"] == [close.id]
+
+    met = CreditsRequirementMet.create(
+        source="t",
+        subject=seen,
+        time=T0 + timedelta(days=30),
+        data=CreditsRequirementMetData(
+            agent=snap(seen),
+            target_tier="advanced",
+            total=12.5,
+            by_dimension={"communication": 4.0},
+        ),
+    )
+    bus.publish(met)
+    wait_until(lambda: ("tier-ready", "advanced") in held(config, seen), message="tier-ready")
+    assert ("tier-ready", "leadership") not in held(config, seen)
+
+
+def test_complaint_master_follows_the_catalogue(config, bus):
+    early, late = "it-early", "it-late"
+    tag = ["complaint-handling"]
+    before = handled(config, CoursePublished.TYPE)
+    bus.publish(course("ch1", 1, True, tag))
+    wait_until(lambda: handled(config, CoursePublished.TYPE) > before, message="catalogue")
+
+    first = course_done(early, "ch1", T0 + timedelta(days=1), tag)
+    bus.publish(first)
+    wait_until(lambda: ("complaint-master", None) in held(config, early), message="award")
+
+    # A second tagged course: the award stays; an agent who has not earned it needs both.
+    before = handled(config, CoursePublished.TYPE)
+    bus.publish(course("ch2", 2, True, tag))
+    wait_until(lambda: handled(config, CoursePublished.TYPE) > before, message="ch2")
+    bus.publish(course_done(late, "ch1", T0 + timedelta(days=2, hours=1), tag))
+    bus.publish(module_done(late, T0 + timedelta(days=3)))
+    wait_until(lambda: ("first-steps", None) in held(config, late), message="late's events")
+    assert ("complaint-master", None) not in held(config, late)
+    [step] = [p for p in badges_of(config, late)["progress"] if p["badge_id"] == "complaint-master"]
+    assert (step["current"], step["target"]) == (1, 2)
+    assert ("complaint-master", None) in held(config, early)
+
+    # ch2 is unpublished: what the late agent did is now all it asks, as of that change.
+    withdrawn = course("ch2", 3, False, tag, kind=CourseUpdated)
+    bus.publish(withdrawn)
+    wait_until(lambda: ("complaint-master", None) in held(config, late), message="on change")
+    [award] = [b for b in badges_of(config, late)["badges"] if b["badge_id"] == "complaint-master"]
+    assert award["awarded_at"] == "2026-10-08T02:00:00Z"  # the catalogue change's time
+    assert withdrawn.id in award["evidence"]
+
+
+def test_definitions_credentials_and_the_published_key(config, bus, stack):
+    url = base_url(config)
+    definitions = get_json(f"{url}/v1/badges")["badges"]
+    assert len(definitions) == 8
+    finisher = next(d for d in definitions if d["badge_id"] == "course-finisher")
+    assert [(lv["level"], lv["threshold"], lv["bonus_points"]) for lv in finisher["levels"]] == [
+        ("bronze", 1, 20),
+        ("silver", 5, 50),
+        ("gold", 20, 150),
+    ]
+
+    agent = "it-cred"
+    publish_all(bus, [course_done(agent, f"k{i}", T0 + timedelta(hours=i)) for i in range(5)])
+    wait_until(lambda: ("course-finisher", "silver") in held(config, agent), message="silver")
+    cred_url = f"{url}/v1/agents/{agent}/badges/course-finisher/credential"
+
+    several = requests.get(cred_url, timeout=5)
+    assert several.status_code == 400
+    assert several.json()["error"]["details"] == {"levels": ["bronze", "silver"]}
+    assert requests.get(cred_url, params={"level": "gold"}, timeout=5).status_code == 404
+    missing = requests.get(f"{url}/v1/agents/{agent}/badges/ticket-ace/credential", timeout=5)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert requests.get(cred_url, params={"format": "xml"}, timeout=5).status_code == 400
+
+    document = get_json(cred_url, params={"level": "silver"})
+    assert errors(SCHEMA, document) == []
+    assert document["validFrom"] == "2026-10-05T06:00:00Z"
+    assert document["credentialSubject"]["achievement"]["name"] == "Course Finisher (Silver)"
+    assert document["issuer"]["id"] == "https://skillquest.test/v1/badges/issuer"
+
+    signed = get_json(cred_url, params={"level": "silver", "format": "jwt"})
+    issuer = get_json(f"{url}/v1/badges/issuer")
+    [method] = issuer["verificationMethod"]
+    assert signed["kid"] == method["id"]
+    assert verify(signed["jwt"], method["publicKeyJwk"]) == document
+    head, payload, signature = signed["jwt"].split(".")
+    forged = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    forged["validFrom"] = "2020-01-01T00:00:00Z"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
+    with pytest.raises(jwt.InvalidSignatureError):
+        verify(f"{head}.{forged_payload}.{signature}", method["publicKeyJwk"])
+    assert get_json(f"{url}/v1/badges/issuer/jwks")["keys"] == [method["publicKeyJwk"]]
+
+    achievement = get_json(f"{url}/v1/badges/course-finisher/achievement", params={"level": "gold"})
+    assert achievement["type"] == ["Achievement"]
+    assert requests.get(f"{url}/v1/badges/nope", timeout=5).status_code == 404
+
+    # The generated key is kept in the service's database: a restart signs with it again.
+    database = stack[2]
+    client = MongoClient(database.uri)
+    try:
+        name = settings_from_config(config).database_name("badges")
+        stored = client[name]["signing_keys"].find_one({"_id": "issuer"})
+    finally:
+        client.close()
+    assert key_from_pem(stored["private_pem"]).public_jwk() == method["publicKeyJwk"]
