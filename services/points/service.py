@@ -37,11 +37,11 @@ from contracts.vocabulary import Id
 from services.points import handlers, store
 from services.points.dependencies import PointsCounters, PointsSettings, RuleTable
 from services.points.rules import SHAPES, AwardingEvent
+from services.runtime import operations
 from services.runtime.errors import ApiError, BadRequest, Conflict
 from services.runtime.http import http, parse_body, parse_query, require
 from services.runtime.kafka import consume
 from services.runtime.mongo import Mongo, UnitOfWork
-from services.runtime.operations import OperationalEndpoints
 from services.runtime.settings import ServiceSettings
 
 _ID = TypeAdapter(Id)
@@ -81,7 +81,7 @@ def _rule_view(doc: dict[str, Any]) -> RuleView:
     )
 
 
-class PointsService(OperationalEndpoints):
+class PointsService(operations.OperationalEndpoints):
     name = "points"
 
     db = Mongo(documents=store.DOCUMENTS)

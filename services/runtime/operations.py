@@ -1,7 +1,10 @@
 """What every service serves for operations: `/healthz`, `/readyz` and `/metrics`.
 
 A service class inherits them from `OperationalEndpoints` (nameko collects entrypoints and
-dependencies from base classes too). `/healthz` says the process is up; `/readyz` that what
+dependencies from base classes too). Import the module, not the class
+(`from services.runtime import operations`): `nameko run services.x.service` starts every
+class with entrypoints it finds at the top of the module, and would take the bare mixin
+for a second service. `/healthz` says the process is up; `/readyz` that what
 it depends on answers, so the launcher and Kubernetes send traffic only then.
 """
 
