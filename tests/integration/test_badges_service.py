@@ -49,7 +49,7 @@ from tests.support.harness import (
     unique_prefix,
     wait_until,
 )
-from tests.unit.json_schema_check import errors
+from tests.support.schemas import schema_errors as errors
 
 pytestmark = pytest.mark.integration
 

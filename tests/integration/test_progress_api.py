@@ -14,7 +14,6 @@ import requests
 
 from contracts.topics import LEARNING_CATALOG, LEARNING_PROGRESS, PEOPLE_AGENTS, WORK_TICKETS
 from services.progress.service import ProgressService
-from tests.integration.progress_schema import assert_matches_schema
 from tests.support.harness import (
     EventBus,
     base_url,
@@ -23,6 +22,7 @@ from tests.support.harness import (
     unique_prefix,
     wait_until,
 )
+from tests.support.schemas import assert_matches_schema
 
 pytestmark = pytest.mark.integration
 
