@@ -32,12 +32,19 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: ask the kernel for SIGKILL when the parent
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """What the child runs between fork and exec: ask the kernel for SIGKILL when the parent
     goes. (Strictly, when the forking *thread* ends: start servers from a long-lived thread,
     as the launcher and the test session do.)"""
-    if _LIBC is not None:
+
+    def die_with_parent() -> None:
+        if _LIBC is None:
+            return
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent went before the request took effect
+            os._exit(1)
+
+    return die_with_parent
 
 
 def free_port() -> int:
@@ -55,6 +62,15 @@ def port_is_open(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def _process_state(pid: int) -> str | None:
+    """The kernel's state letter for pid (T: stopped); None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
 
 
 class ServerError(RuntimeError):
@@ -75,7 +91,6 @@ class ManagedProcess:
         self.log_dir = Path(log_dir)
         self.cwd = Path(cwd) if cwd is not None else None
         self._process: subprocess.Popen[bytes] | None = None
-        self._started_at: float | None = None
         self._terminated = False  # SIGTERM sent: a second one may cut a graceful stop short
 
     # What a subclass provides -------------------------------------------------------------
@@ -109,11 +124,6 @@ class ManagedProcess:
         """The exit status once it has exited (negative: killed by that signal)."""
         return self._process.poll() if self._process is not None else None
 
-    @property
-    def uptime(self) -> float:
-        """Seconds since the last start (0 when never started)."""
-        return time.monotonic() - self._started_at if self._started_at is not None else 0.0
-
     # Lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Self:
@@ -133,9 +143,8 @@ class ManagedProcess:
                 cwd=self.cwd,
                 env=self.environment(),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with(os.getpid()),
             )
-        self._started_at = time.monotonic()
         self._terminated = False
         return self
 
@@ -181,9 +190,15 @@ class ManagedProcess:
         self._signal(signal.SIGKILL)
         return self._wait(None)
 
-    def pause(self) -> None:
-        """SIGSTOP: the process stays, with its sockets open, but answers nothing."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP: the process stays, with its sockets open, but answers nothing. Returns
+        once the kernel has stopped it (signals are delivered asynchronously)."""
         self._signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while self.pid is not None and _process_state(self.pid) not in ("T", None):
+            if time.monotonic() >= deadline:
+                raise ServerError(f"{self.name} (pid {self.pid}) did not stop on SIGSTOP")
+            time.sleep(0.001)
 
     def resume(self) -> None:
         self._signal(signal.SIGCONT)
@@ -355,7 +370,7 @@ class Database(ManagedProcess):
     def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text("# Empty on purpose: the launcher passes every setting.\n")
+        self.config_file.write_text("# Empty on purpose: the command line carries every setting.\n")
         return super().start()
 
     def is_ready(self) -> bool:
