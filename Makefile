@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint schemas bench clean
+.PHONY: install run demo test lint schemas bench clean
 
 install: $(STAMP) prometheus
 
@@ -29,6 +29,10 @@ prometheus:
 
 run: install
 	$(BIN)/python -m deploy.local.launcher
+
+# Seeds a demo organisation through the gateway of a running `make run`.
+demo: install
+	$(BIN)/python -m deploy.local.demo
 
 test: install
 	$(BIN)/python -m tests.parallel

@@ -142,6 +142,7 @@ def activity(agents: list[dict[str, Any]], now: datetime, days: int = 21) -> Ite
     """Backfilled calls in time order: enrolments, modules, attempts, feedback, tickets."""
     rng = random.Random(20261123)
     start = (now - timedelta(days=days)).replace(hour=1, minute=0, second=0, microsecond=0)
+    # Anchored to a whole hour: the same history whenever it is seeded on the same day.
     calls: list[Call] = []
     by_tier = {tier: [c for c in COURSES if c["tier"] == tier] for tier in set(TIER_PLAN)}
     for agent in agents:
@@ -181,7 +182,7 @@ def activity(agents: list[dict[str, Any]], now: datetime, days: int = 21) -> Ite
                 rating = {"rating": rng.randint(3, 5), "comment": "Useful for my daily calls."}
                 calls.append(Call("POST", f"{course_path}/feedback", rating, when))
         for day in range(days):
-            for _ in range(rng.randint(2, 7)):
+            for _ in range(rng.randint(0, 4)):  # tickets closed that day
                 resolved = start + timedelta(days=day, hours=rng.uniform(0, 10))
                 qa = max(40, min(100, int(rng.gauss(84 + 10 * diligence, 7))))
                 ticket = {
@@ -232,8 +233,16 @@ class Seeder:
         return response.status_code
 
     def seed(self, now: datetime, days: int = 21) -> int:
-        """Seeds everything; returns the number of activity calls made."""
+        """Seeds everything; returns the number of activity calls made (0 if seeded before).
+
+        Attempts are not idempotent (each one is a new, numbered attempt), so the history is
+        only replayed into an organisation that does not exist yet.
+        """
         agents = organisation()
+        probe = self.admin.get(f"{self.gateway}/v1/agents/{agents[0]['agent_id']}", timeout=30)
+        if probe.status_code == 200:
+            print("the demo organisation is there already: nothing to do")
+            return 0
         for agent in agents:
             self.call("POST", "/v1/agents", agent)
         for course in COURSES:
@@ -245,6 +254,8 @@ class Seeder:
                 body["occurred_at"] = _iso(call.occurred_at)
             self.call(call.method, call.path, body)
             count += 1
+            if count % 250 == 0:
+                print(f"  {count} calls...", flush=True)
         print(f"seeded {len(agents)} agents, {len(COURSES)} courses, {count} activity calls")
         return count
 

@@ -322,6 +322,17 @@ def minimal_prometheus_config(ports: Mapping[str, int]) -> str:
 # Output --------------------------------------------------------------------------------------
 
 
+def first_steps(gateway_url: str) -> str:
+    """What a new user runs next: a token, a first call, the API description, demo data."""
+    return f"""
+First steps (in another terminal, from this directory):
+  TOKEN=$(.venv/bin/python -m services.gateway.token --role admin --sub alice)
+  curl -H "Authorization: Bearer $TOKEN" {gateway_url}/v1/leaderboards/weekly
+  curl {gateway_url}/openapi.json          # the whole API, no token needed
+  make demo                                 # seed 3 teams, 30 agents, 3 weeks of history
+"""
+
+
 def say(message: str) -> None:
     print(f"[launcher] {message}", flush=True)
 
@@ -402,6 +413,7 @@ class Launcher:
             self.rows.append(("jwt secret", shown(secret_file), "used as JWT_SECRET is unset"))
         self.rows.append(("logs", shown(self.paths.logs), ""))
         print("\nSkillquest is running (Ctrl-C stops everything):\n" + table(self.rows), flush=True)
+        print(first_steps(f"http://127.0.0.1:{self.settings.gateway_port}"), flush=True)
         self.supervise()
 
     def create_topics(self) -> None:
