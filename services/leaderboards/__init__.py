@@ -1,0 +1,1 @@
+"""The leaderboards service: boards per period and scope, ranks, period close, rebuild."""

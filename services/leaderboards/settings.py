@@ -1,0 +1,34 @@
+"""The `LEADERBOARDS:` section of deploy/config.yml (every field has a working default)."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class LeaderboardSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Filled from the runtime configuration (TIME_ZONE) unless set here.
+    time_zone: str = "Asia/Shanghai"
+    close_check_interval_seconds: float = Field(
+        30.0, gt=0, description="How often ended periods are looked for and closed"
+    )
+    close_grace_seconds: float = Field(
+        300.0,
+        ge=0,
+        description=(
+            "A period closes once it has ended and no points arrived for it for this long: "
+            "room for events in flight at the end, and for a backfill to finish"
+        ),
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
