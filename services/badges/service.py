@@ -79,7 +79,7 @@ class BadgeRules(DependencyProvider):
         return self.rules
 
 
-class BadgesService(operations.OperationalEndpoints):
+class BadgesService(operations.ConsumerEndpoints):
     """Consumes progress, catalogue, tickets, period closes and credits; serves /v1/badges.
 
     The base is named through its module, not imported by name: `nameko run` starts every

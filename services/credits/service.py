@@ -46,7 +46,7 @@ def _actor(request: Request) -> Actor:
 
 # Inherits `operations.OperationalEndpoints` through its module: `nameko run` would take a
 # class with entrypoints imported into this namespace for a second service.
-class CreditsService(operations.OperationalEndpoints):
+class CreditsService(operations.ConsumerEndpoints):
     """HTTP routes declare `ApiError` expected: a 4xx answer is logged as a warning, not as
     an error of the service."""
 

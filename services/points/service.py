@@ -81,7 +81,7 @@ def _rule_view(doc: dict[str, Any]) -> RuleView:
     )
 
 
-class PointsService(operations.OperationalEndpoints):
+class PointsService(operations.ConsumerEndpoints):
     name = "points"
 
     db = Mongo(documents=store.DOCUMENTS)

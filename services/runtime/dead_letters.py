@@ -8,9 +8,11 @@ survives) with what went wrong, so an operator can inspect it and put it back on
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.envelope import utc_iso
 from contracts.topics import dead_letter_topic
@@ -142,3 +144,68 @@ class DeadLetterStore:
         finally:
             producer.close()
         return [p for p, _ in chosen]
+
+
+# --- the admin API's models (services/runtime/operations.py serves them) ---------------------
+
+
+class DeadLetterQuery(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    limit: int = Field(100, ge=1, le=10_000)
+
+
+class DeadLetterView(BaseModel):
+    """One dead letter; `position` (`partition:offset` in `dlq.<service>`) names it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    position: str
+    service: str
+    reason: str
+    error: str
+    attempts: int
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    event_id: str | None
+    event_type: str | None
+    failed_at: str
+    #: the original message: parsed JSON when it is JSON, else its text
+    value: Any
+
+    @classmethod
+    def of(cls, position: str, letter: DeadLetter) -> DeadLetterView:
+        raw = letter.value
+        value: Any
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw.decode(errors="replace")
+        fields = letter.model_dump(exclude={"value_b64"})
+        return cls(position=position, value=value, **fields)
+
+
+class DeadLetterList(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    dead_letters: list[DeadLetterView]
+
+
+class ReplayRequest(BaseModel):
+    """`{"positions": ["0:12", ...]}` replays those; no body, `{}` or `null` replays all."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    positions: list[str] | None = Field(None, max_length=10_000)
+
+
+class ReplayReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    replayed: list[str]
+    #: positions asked for that are not in the dead-letter topic
+    missing: list[str]

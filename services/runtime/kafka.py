@@ -31,15 +31,20 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, ProviderCollector, SharedExtension
+from pymongo.errors import ConnectionFailure
 
 from contracts.envelope import CloudEvent
 from contracts.parsing import MalformedEvent, UnknownEventType, parse_event
 from services.runtime.dead_letters import dead_letter_for
+from services.runtime.lifecycle import Lifecycle
 from services.runtime.metrics import ServiceMetrics, known_types_for_topic
 from services.runtime.publisher import KafkaPublisher, PublishError
 from services.runtime.settings import RuntimeSettings, settings_from_config
 
 log = logging.getLogger(__name__)
+
+#: Handler errors that mean "the database cannot be reached": retried without limit.
+DATABASE_UNREACHABLE = (ConnectionFailure,)
 
 #: What a consuming method returns when `ServiceDatabase.handle_once` found a redelivery.
 ALREADY_HANDLED = None
@@ -103,6 +108,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
 
     publisher = KafkaPublisher()
     metrics = ServiceMetrics()
+    lifecycle = Lifecycle()
 
     settings: RuntimeSettings
 
@@ -128,11 +134,14 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
 
     def unregister_provider(self, provider: Any) -> None:
         # Finish the batch in flight before any entrypoint goes: a record whose handler
-        # had gone would otherwise look "not for us" and be committed unhandled.
+        # had gone would otherwise look "not for us" and be committed unhandled. Readiness
+        # turns false first, while the batch in flight finishes.
+        self.lifecycle.begin_stopping()
         self._stop_polling()
         super().unregister_provider(provider)
 
     def stop(self) -> None:
+        self.lifecycle.begin_stopping()
         self._stop_polling()
         super().stop()
 
@@ -291,7 +300,8 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
         started = time.monotonic()
         families.events_in_progress.inc()
         try:
-            for attempt in range(1, s.handler_max_attempts + 1):
+            attempt = 0
+            while True:
                 try:
                     result, exc_info = entrypoint.handle(event)
                 except ContainerBeingKilled:
@@ -302,17 +312,20 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                     families.last_consume_success.set(time.time())
                     return True
                 error = f"{exc_info[0].__name__}: {exc_info[1]}"
-                if attempt == s.handler_max_attempts:
+                # The database being away is no fault of the message: wait for it without
+                # using up attempts, or a long outage would dead-letter good messages.
+                if not issubclass(exc_info[0], DATABASE_UNREACHABLE):
+                    attempt += 1
+                if attempt >= s.handler_max_attempts:
                     return self._dead_letter(record, topic, "handler_failed", error, attempt, event)
                 families.handler_retries.labels(event.type).inc()
                 log.warning(
                     "handler %s failed (attempt %d): %s", entrypoint.method_name, attempt, error
                 )
-                backoff = s.handler_retry_backoff_seconds * 2 ** (attempt - 1)
+                backoff = s.handler_retry_backoff_seconds * 2 ** max(attempt - 1, 0)
                 eventlet.sleep(min(backoff, s.handler_retry_backoff_max_seconds))
                 if not self._running:
                     return False
-            return False  # unreachable: the loop returns on the last attempt
         finally:
             families.events_in_progress.dec()
             families.handler_latency.labels(event.type).observe(time.monotonic() - started)

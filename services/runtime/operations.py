@@ -16,9 +16,34 @@ from nameko.extensions import DependencyProvider
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.wrappers import Request, Response
 
-from services.runtime.http import http
+from services.runtime.dead_letters import (
+    DeadLetterList,
+    DeadLetterQuery,
+    DeadLetterStore,
+    DeadLetterView,
+    ReplayReport,
+    ReplayRequest,
+)
+from services.runtime.errors import NotFound
+from services.runtime.http import JsonRoute, http, parse_body, parse_query
+from services.runtime.lifecycle import Lifecycle
 from services.runtime.metrics import MetricFamilies, ServiceMetrics
 from services.runtime.publisher import KafkaPublisher
+from services.runtime.settings import RuntimeSettings, settings_from_config
+
+
+class ReadinessRoute(JsonRoute):
+    """The `/readyz` route: the first entrypoint to stop, it marks the container stopping
+    (and keeps answering, now 503, until the web server itself stops last)."""
+
+    lifecycle = Lifecycle()
+
+    def stop(self) -> None:
+        self.lifecycle.begin_stopping()
+        super().stop()
+
+
+readiness = ReadinessRoute.decorator
 
 
 class Operations(DependencyProvider):
@@ -26,9 +51,22 @@ class Operations(DependencyProvider):
 
     publisher = KafkaPublisher()
     metrics = ServiceMetrics()
+    lifecycle = Lifecycle()
+
+    def setup(self) -> None:
+        self.settings: RuntimeSettings = settings_from_config(self.container.config)
+        self.service_name: str = self.container.service_name
 
     def get_dependency(self, worker_ctx: Any) -> Operations:
         return self
+
+    @property
+    def stopping(self) -> bool:
+        return self.lifecycle.stopping
+
+    def dead_letters(self) -> DeadLetterStore:
+        s = self.settings
+        return DeadLetterStore(s.kafka_bootstrap_servers, self.service_name, s.name_prefix)
 
     @property
     def families(self) -> MetricFamilies:
@@ -47,9 +85,11 @@ class OperationalEndpoints:
     def healthz(self, request: Request) -> dict[str, Any]:
         return {"status": "ok"}
 
-    @http("GET", "/readyz")
+    @readiness("GET", "/readyz")
     def readyz(self, request: Request) -> Any:
         checks = self.readiness_checks()
+        if self.ops.stopping:  # whatever a service checks, a stopping one takes no traffic
+            checks["accepting"] = False
         ready = all(checks.values())
         return (200 if ready else 503), {"ready": ready, "checks": checks}
 
@@ -66,3 +106,60 @@ class OperationalEndpoints:
         if database is not None:
             checks["database"] = database.ping()
         return checks
+
+
+class ConsumerEndpoints(OperationalEndpoints):
+    """For services that consume events: the operational endpoints plus the dead-letter
+    admin API over `dlq.<service>` (the same store as `skillquest dlq`).
+
+    Each route is served both as `/v1/admin/dead-letters` and as
+    `/v1/admin/<service>/dead-letters` (the gateway's path, forwarded unchanged); the second
+    answers 404 when `<service>` is not this one.
+    """
+
+    @http("GET", "/v1/admin/dead-letters")
+    def list_dead_letters(self, request: Request) -> DeadLetterList:
+        return self._list_dead_letters(request)
+
+    @http("GET", "/v1/admin/<service>/dead-letters")
+    def list_service_dead_letters(self, request: Request, service: str) -> DeadLetterList:
+        self._check_service(service)
+        return self._list_dead_letters(request)
+
+    @http("GET", "/v1/admin/<service>/dead-letters/<position>")
+    def get_dead_letter(self, request: Request, service: str, position: str) -> DeadLetterView:
+        self._check_service(service)
+        found = self.ops.dead_letters().get(position)
+        if found is None:
+            raise NotFound(f"no dead letter at {position}: list them for their positions")
+        return DeadLetterView.of(position, found)
+
+    @http("POST", "/v1/admin/dead-letters/replay")
+    def replay_dead_letters(self, request: Request) -> ReplayReport:
+        return self._replay(request)
+
+    @http("POST", "/v1/admin/<service>/dead-letters/replay")
+    def replay_service_dead_letters(self, request: Request, service: str) -> ReplayReport:
+        self._check_service(service)
+        return self._replay(request)
+
+    def _check_service(self, service: str) -> None:
+        if service != self.ops.service_name:
+            raise NotFound(f"this is the {self.ops.service_name} service, not {service}")
+
+    def _list_dead_letters(self, request: Request) -> DeadLetterList:
+        query = parse_query(request, DeadLetterQuery)
+        letters = self.ops.dead_letters().letters(limit=query.limit)
+        return DeadLetterList(
+            service=self.ops.service_name,
+            dead_letters=[DeadLetterView.of(position, letter) for position, letter in letters],
+        )
+
+    def _replay(self, request: Request) -> ReplayReport:
+        body = ReplayRequest()
+        if request.get_data(cache=True):
+            body = parse_body(request, ReplayRequest)
+        wanted = body.positions
+        replayed = self.ops.dead_letters().replay(wanted)
+        missing = sorted(set(wanted or ()) - set(replayed))
+        return ReplayReport(service=self.ops.service_name, replayed=replayed, missing=missing)

@@ -113,6 +113,8 @@ class OutboxRelay(Extension):
         self.lease = Lease(db, RELAY_LEASE, owner, settings.outbox_lease_seconds)
 
     def start(self) -> None:
+        if not self.settings.outbox_relay_enabled:
+            return  # a rebuild: what the handlers would publish was published already
         self._running = True
         self._thread = self.container.spawn_managed_thread(self._run)
 

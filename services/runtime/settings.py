@@ -21,11 +21,17 @@ class RuntimeSettings(BaseModel):
     #: lets several deployments share a cluster.
     name_prefix: str = ""
     time_zone: str = "Asia/Shanghai"
+    #: A rebuild (`skillquest rebuild`) runs the service into a database and consumer group
+    #: of its own, with the outbox not relayed: these say which, and whether to relay.
+    database_suffix: str = ""
+    consumer_group_suffix: str = ""
+    outbox_relay_enabled: bool = True
 
     # Consuming
     consumer_session_timeout_ms: int = Field(10_000, ge=6_000)
     consumer_heartbeat_interval_ms: int = Field(1_000, ge=100)
-    consumer_max_poll_records: int = Field(500, ge=1)
+    #: Bounds how long one slow partition holds up the next poll (and every commit).
+    consumer_max_poll_records: int = Field(100, ge=1)
     handler_max_attempts: int = Field(5, ge=1, description="Then the message is dead-lettered")
     handler_retry_backoff_seconds: float = Field(0.2, ge=0)
     handler_retry_backoff_max_seconds: float = Field(5.0, ge=0)
@@ -42,10 +48,10 @@ class RuntimeSettings(BaseModel):
         return f"{self.name_prefix}{name}"
 
     def database_name(self, service: str) -> str:
-        return f"{self.name_prefix}skillquest_{service}".replace(".", "_")
+        return f"{self.name_prefix}skillquest_{service}{self.database_suffix}".replace(".", "_")
 
     def consumer_group(self, service: str) -> str:
-        return f"{self.name_prefix}skillquest.{service}"
+        return f"{self.name_prefix}skillquest.{service}{self.consumer_group_suffix}"
 
 
 _KEYS = {

@@ -40,6 +40,13 @@ class StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
     silently). Keys brought in by a `<<` merge may be overridden, as YAML intends."""
 
+    # The pristine resolvers: nameko's config loading adds an implicit `${VAR:default}`
+    # resolver to SafeLoader itself, which would rewrite compose's `${VAR:-x}` values.
+    yaml_implicit_resolvers = {
+        first: list(resolvers)
+        for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
+    }
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
