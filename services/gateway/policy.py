@@ -51,6 +51,10 @@ def authorize(
     roster's 404 or a 503 itself.
     """
     policy = route.policy
+    if policy is Policy.ADMIN:
+        if caller.role == "admin":
+            return
+        raise Forbidden(f"{route.method} {route.path} is for admins; your role is {caller.role}")
     if policy in (Policy.ANYONE, Policy.PUBLIC) or caller.is_writer:
         return
     if policy is Policy.WRITER:

@@ -16,6 +16,8 @@ from enum import Enum
 from pydantic import BaseModel
 
 from contracts.api import gateway as own
+from contracts.topics import CONSUMING_SERVICES
+from services.runtime import dead_letters
 
 
 class Policy(Enum):
@@ -29,8 +31,10 @@ class Policy(Enum):
     AGENT_WRITE = "agent_write"
     #: a team's data: its manager, admin, service
     TEAM_READ = "team_read"
-    #: roster, catalogue, tickets, adjustments, operations: admin and service only
+    #: roster, catalogue, tickets, adjustments: admin and service only
     WRITER = "writer"
+    #: operations (dead letters, rebuilds): admins only, not even other services
+    ADMIN = "admin"
 
 
 @dataclass(frozen=True)
@@ -396,7 +400,7 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/v1/leaderboards/rebuild",
         "leaderboards",
-        A.WRITER,
+        A.ADMIN,
         "Recompute every board from the applied-points log",
         body=leaderboards("RebuildRequest"),
         response=leaderboards("RebuildReport"),
@@ -555,3 +559,45 @@ ROUTES: tuple[Route, ...] = (
         errors=(404,),
     ),
 )
+
+
+def _dead_letter_routes(service: str) -> tuple[Route, ...]:
+    """The dead-letter admin API of one consuming service (services/runtime/operations.py):
+    the service is named in the path, so each maps to its own backend."""
+    base = f"/v1/admin/{service}/dead-letters"
+    return (
+        Route(
+            "GET",
+            base,
+            service,
+            A.ADMIN,
+            f"The {service} service's dead letters (oldest first)",
+            query=dead_letters.DeadLetterQuery,
+            response=dead_letters.DeadLetterList,
+            tags=("operations",),
+        ),
+        Route(
+            "GET",
+            base + "/{position}",
+            service,
+            A.ADMIN,
+            f"One dead letter of the {service} service, by `partition:offset`",
+            response=dead_letters.DeadLetterView,
+            errors=(404,),
+            tags=("operations",),
+        ),
+        Route(
+            "POST",
+            base + "/replay",
+            service,
+            A.ADMIN,
+            f"Put the {service} service's dead letters back on their topics "
+            '(`{"positions": [...]}`; all when omitted); applied once',
+            body=dead_letters.ReplayRequest,
+            response=dead_letters.ReplayReport,
+            tags=("operations",),
+        ),
+    )
+
+
+ROUTES += tuple(route for service in CONSUMING_SERVICES for route in _dead_letter_routes(service))

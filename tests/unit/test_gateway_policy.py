@@ -95,9 +95,11 @@ def test_managers_read_their_own_teams_views_only() -> None:
     assert allowed(ADMIN, TEAM_CREDITS, team_id="t2")
 
 
-def test_admins_and_services_write_and_read_everything() -> None:
+def test_admins_and_services_write_and_read_everything_but_operations() -> None:
     for caller in (ADMIN, SERVICE):
         for r in ROUTES:
+            if r.policy is Policy.ADMIN and caller is SERVICE:
+                continue  # test_operations_are_for_admins_only
             values = {name: "t1" if name == "team_id" else "x1" for name in r.params}
             if "period" in values:
                 values["period"] = "weekly"
@@ -105,7 +107,7 @@ def test_admins_and_services_write_and_read_everything() -> None:
 
 
 def test_agents_may_not_call_any_writer_route() -> None:
-    writer_routes = [r for r in ROUTES if r.policy is Policy.WRITER]
+    writer_routes = [r for r in ROUTES if r.policy in (Policy.WRITER, Policy.ADMIN)]
     assert {r.path for r in writer_routes} >= {
         "/v1/agents",
         "/v1/courses",
@@ -216,3 +218,19 @@ def test_drafts_in_the_catalogue_are_for_writers() -> None:
         with pytest.raises(Forbidden):
             check_query_rights(MANAGER, catalogue, {"published": value})
         check_query_rights(ADMIN, catalogue, {"published": value})
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/admin/points/dead-letters"),
+        ("POST", "/v1/admin/badges/dead-letters/replay"),
+        ("POST", "/v1/leaderboards/rebuild"),
+    ],
+)
+def test_operations_are_for_admins_only(method: str, path: str) -> None:
+    target = route(method, path)
+    authorize(Caller("ops", "admin", None), target, {}, team_of)
+    for caller in (Caller("etl", "service", None), Caller("mia", "manager", "t1")):
+        with pytest.raises(Forbidden):
+            authorize(caller, target, {}, team_of)
