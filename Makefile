@@ -42,6 +42,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy contracts services deploy
 
+# Throughput, latency and read figures on the local stack (BENCH_QUICK=1: about a minute).
+bench: install
+	$(BIN)/python -m bench
+
 schemas: install
 	$(BIN)/python -m contracts.schemas_export
 

@@ -1,0 +1,186 @@
+"""`python -m bench` (`make bench`): one run on a fresh local stack, in this order:
+
+1. raw ceilings of the broker and the database (before any service starts);
+2. the services start, as separate `nameko run` processes;
+3. pipeline throughput and correctness;
+4. end-to-end latency at half the measured throughput;
+5. reads through the gateway with the board bulk-loaded to `api_agents` agents;
+then the table is printed and `.bench/report.json` written. BENCH_QUICK=1: about a minute.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import api, latency, pipeline, raw
+from bench.config import REPORT_FILE, WORK_DIR, BenchConfig, from_environment
+from bench.profiling import Profiler
+from bench.report import table, write
+from bench.settle import Settler
+from bench.stack import Stack
+from bench.workload import Workload
+from contracts.topics import ALL_TOPICS
+
+RAW_TOPIC = "bench.raw"
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "mode": "quick" if config.quick else "full",
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": _cpus(),
+            "python": platform.python_version(),
+            "load_average_at_start": _load(),
+        },
+        "time_zone": config.time_zone,
+    }
+    started = time.monotonic()
+    with Stack(config) as stack:
+        say("starting a fresh broker and database on free ports")
+        stack.start_servers()
+        stack.create_topics([*ALL_TOPICS, RAW_TOPIC])
+
+        say("raw ceilings (broker, then database)")
+        report.update(raw.broker_ceilings(stack, RAW_TOPIC, config.raw_messages))
+        report.update(raw.database_ceilings(stack, config.raw_bulk_docs, config.raw_single_writes))
+        report["raw_sizes"] = {
+            "messages": config.raw_messages,
+            "bulk_docs": config.raw_bulk_docs,
+            "single_writes": config.raw_single_writes,
+        }
+
+        say("starting the services (nameko run, one process each)")
+        service_start = time.monotonic()
+        stack.start_services()
+        report["services_ready_seconds"] = round(time.monotonic() - service_start, 1)
+
+        workload = Workload(config.time_zone, config.seed)
+        say(f"pipeline: {config.pipeline_agents} agents")
+        profiler = Profiler(stack, WORK_DIR) if config.profile else None
+        result = pipeline.run(
+            stack,
+            workload,
+            config.pipeline_agents,
+            config.settle_timeout_seconds,
+            config.correctness_sample,
+            during=profiler.start if profiler else None,
+        )
+        report["pipeline_events_per_s"] = round(result.events_per_s, 1)
+        report["pipeline_correct"] = result.correct
+        report["pipeline"] = {
+            "agents": result.agents,
+            "agents_asked_by_the_issue": 10_000,
+            "projected_seconds_for_10000_agents": round(
+                result.events / max(result.agents, 1) * 10_000 / max(result.events_per_s, 0.1)
+            ),
+            "events": result.events,
+            "event_mix": result.event_mix,
+            "publish_seconds": round(result.publish_seconds, 1),
+            "settle_seconds": round(result.settle_seconds, 1),
+            "derived": result.derived_events,
+            "setup": {"events": result.setup_events, "seconds": round(result.setup_seconds, 1)},
+            "checks": result.checks,
+        }
+        if profiler is not None:
+            report["profile"] = profiler.finish()
+
+        rate = max(result.events_per_s / 2, 1.0)
+        say(f"end-to-end latency at {rate:.0f} events/s for {config.latency_seconds:.0f}s")
+        lat = latency.run(
+            stack, workload, rate, config.latency_seconds, min(config.probes_per_second, rate)
+        )
+        report["e2e_latency_ms"] = lat.summary()
+        report["e2e"] = {
+            "target_rate": round(lat.target_rate, 1),
+            "achieved_rate": round(lat.achieved_rate, 1),
+            "events": lat.events,
+            "probes": lat.probes,
+            "lost": lat.lost,
+        }
+        settler = Settler(stack)
+        try:
+            settler.wait(config.settle_timeout_seconds)
+
+            say(
+                f"reads: registering {config.profile_agents} agents in the roster, "
+                f"bulk-loading the board to {config.api_agents} agents"
+            )
+            profiles = api.register_profiles(
+                stack, workload, pipeline.AGENT_PREFIX, config.profile_agents
+            )
+            settler.wait(config.settle_timeout_seconds)
+        finally:
+            settler.close()
+        on_board = _agents_on_all_time_board(stack)
+        to_load = max(config.api_agents - on_board, 0)
+        load_started = time.monotonic()
+        loaded = api.bulk_load(stack, workload, to_load, config.seed)
+        load_seconds = time.monotonic() - load_started
+        rng = random.Random(config.seed)
+        bulk_ids = [f"{api.BULK_PREFIX}{i:06d}" for i in range(to_load)]
+        check = api.verify_load(stack, rng.sample(bulk_ids, min(200, to_load)), config.time_zone)
+        board_agents = bulk_ids or profiles
+        say(f"reads: {config.api_clients} clients for {config.api_seconds:.0f}s")
+        reads = api.read_load(
+            stack, board_agents, profiles, config.api_seconds, config.api_clients, config.seed
+        )
+        reads.agents_on_board = on_board + to_load
+        reads.loaded_agents, reads.load_seconds = to_load, load_seconds
+        reads.load_docs, reads.load_check = loaded["documents"], check
+        report["api"] = reads.summary(config.api_clients)
+
+        memory = stack.memory()
+        report["rss_mb"] = {name: round(m.get("peak", 0.0), 1) for name, m in memory.items()}
+        report["rss_mb_now"] = {name: round(m.get("now", 0.0), 1) for name, m in memory.items()}
+    report["wall_seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def _agents_on_all_time_board(stack: Stack) -> int:
+    client = stack.mongo()
+    try:
+        doc = client[stack.database_name("leaderboards")]["boards"].find_one(
+            {"_id": "all-time|global"}
+        )
+        return int((doc or {}).get("entries", 0))
+    finally:
+        client.close()
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+def _load() -> list[float]:
+    import os
+
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def main() -> int:
+    config = from_environment()
+    report = run(config)
+    write(report, REPORT_FILE)
+    print()
+    print(table(report))
+    print(
+        f"\nmode {report['mode']}, wall time {report['wall_seconds']:.0f}s; "
+        f"report: {REPORT_FILE.relative_to(REPORT_FILE.parents[1])}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

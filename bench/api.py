@@ -1,0 +1,283 @@
+"""Reads through the gateway with `clients` concurrent clients and `agents` on the board.
+
+Loading 100,000 agents through the consumers would take hours on this machine (one
+transaction of ~25 round trips per point event), and the rebuild path recomputes each agent
+in a transaction of its own. The fastest correct way is what the rebuild computes, written
+in bulk: the applied-points log (the rebuild's source of truth), every board entry as the
+leaderboards' own `fold` makes it from that log, the per-board stats, and the roster names.
+The load's correctness is then checked with the rebuild's own comparison (no agent differs).
+
+Requests: top 10 of the all-time global board, one agent's all-time rank (2 neighbours),
+and the profile of an agent registered in the roster (its own token, as the portal calls).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+from pymongo import UpdateOne
+
+from bench.stack import Stack
+from bench.stats import percentiles
+from bench.workload import Workload
+from contracts.vocabulary import TIERS
+from services.gateway.auth import mint
+from services.leaderboards.boards import PointChange, fold, score_bound
+from services.leaderboards.store import AGENTS, APPLIED, BOARDS, ENTRIES, BoardReader, entry_id
+
+BULK_PREFIX = "b"
+ALL_TIME_GLOBAL = "all-time|global"
+BATCH = 5_000
+MIX = (("top10", 0.45), ("rank", 0.45), ("profile", 0.10))
+
+
+@dataclass
+class ApiResult:
+    agents_on_board: int = 0
+    loaded_agents: int = 0
+    load_seconds: float = 0.0
+    load_docs: int = 0
+    load_check: dict[str, Any] = field(default_factory=dict)
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seconds: float = 0.0
+
+    def summary(self, clients: int) -> dict[str, Any]:
+        top, rank, profile = (self.latencies[k] for k in ("top10", "rank", "profile"))
+        count = sum(len(v) for v in self.latencies.values())
+        return {
+            "agents": self.agents_on_board,
+            "clients": clients,
+            "top10_p50_ms": percentiles(top, (50,))["p50"],
+            "top10_p99_ms": percentiles(top, (99,))["p99"],
+            "rank_p50_ms": percentiles(rank, (50,))["p50"],
+            "rank_p99_ms": percentiles(rank, (99,))["p99"],
+            "profile_p50_ms": percentiles(profile, (50,))["p50"],
+            "profile_p99_ms": percentiles(profile, (99,))["p99"],
+            "requests_per_s": round(count / self.seconds, 1) if self.seconds else 0.0,
+            "requests": {k: len(v) for k, v in self.latencies.items()},
+            "errors": dict(self.errors),
+            "bulk_load": {
+                "agents": self.loaded_agents,
+                "documents": self.load_docs,
+                "seconds": round(self.load_seconds, 1),
+                "check": self.load_check,
+            },
+        }
+
+
+# --- the bulk load -------------------------------------------------------------------------
+
+
+def bulk_load(stack: Stack, workload: Workload, count: int, seed: int) -> dict[str, Any]:
+    """`count` agents with one award each in the current week, as the rebuild would store them."""
+    rng = random.Random(f"{seed}:bulk")
+    start, end = workload.window
+    span = (end - start).total_seconds()
+    now = datetime.now(UTC)
+    changes = []
+    for i in range(count):
+        changes.append(
+            PointChange(
+                event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                agent_id=f"{BULK_PREFIX}{i:06d}",
+                delta=rng.randint(1, 2_000),
+                occurred_at=start + timedelta(milliseconds=int(rng.uniform(0, span) * 1000)),
+                team_id=f"{BULK_PREFIX}team-{i // 10:05d}",
+                tier=rng.choice(TIERS),
+            )
+        )
+    entries = fold(changes, workload.tz)
+    client = stack.mongo()
+    db = client[stack.database_name("leaderboards")]
+    documents = 0
+    try:
+        documents += _insert(
+            db[APPLIED],
+            (
+                {
+                    "_id": c.event_id,
+                    "agent_id": c.agent_id,
+                    "delta": c.delta,
+                    "occurred_at": c.occurred_at,
+                    "team_id": c.team_id,
+                    "tier": c.tier,
+                    "type": "gamification.points.awarded.v1",
+                    "award_id": c.event_id,
+                    "applied_at": now,
+                }
+                for c in changes
+            ),
+        )
+        documents += _insert(
+            db[AGENTS],
+            (
+                {
+                    "_id": c.agent_id,
+                    "name": f"Agent {c.agent_id}",
+                    "team_id": c.team_id,
+                    "tier": c.tier,
+                    "roster_at": now - timedelta(days=30),
+                    "roster_event_id": c.event_id,
+                }
+                for c in changes
+            ),
+        )
+        documents += _insert(
+            db[ENTRIES],
+            (
+                {
+                    "_id": entry_id(board, agent),
+                    "board": board,
+                    "agent_id": agent,
+                    "score": s.score,
+                    "reached_at": s.reached_at,
+                    "period_key": board.partition("|")[0],
+                    "scope": board.partition("|")[2],
+                }
+                for (board, agent), s in entries.items()
+            ),
+        )
+        stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for (board, _agent), s in entries.items():
+            stats[board][0] += s.score > 0
+            stats[board][1] = max(stats[board][1], s.score)
+        db[BOARDS].bulk_write(
+            [
+                UpdateOne(
+                    {"_id": board},
+                    {"$inc": {"entries": n}, "$max": {"max_score": score_bound(best)}},
+                    upsert=True,
+                )
+                for board, (n, best) in stats.items()
+            ],
+            ordered=False,
+        )
+        documents += len(stats)
+    finally:
+        client.close()
+    return {"documents": documents, "entries": len(entries)}
+
+
+def _insert(collection: Any, documents: Any) -> int:
+    batch: list[dict[str, Any]] = []
+    written = 0
+    for document in documents:
+        batch.append(document)
+        if len(batch) == BATCH:
+            collection.insert_many(batch, ordered=False)
+            written, batch = written + len(batch), []
+    if batch:
+        collection.insert_many(batch, ordered=False)
+        written += len(batch)
+    return written
+
+
+def verify_load(stack: Stack, sample_agents: list[str], tz: str) -> dict[str, Any]:
+    """The rebuild's per-agent comparison (log fold vs stored entries) for a sample, and
+    the lookup the position endpoint makes."""
+    client = stack.mongo()
+    try:
+        reader = BoardReader(client[stack.database_name("leaderboards")])
+        wrong = 0
+        for agent_id in sample_agents:
+            want = {
+                board: (s.score, s.reached_at)
+                for (board, _), s in fold(reader.log(agent_id), tz).items()
+            }
+            have = {
+                board: (r.score, r.reached_at)
+                for board, r in reader.agent_entries(agent_id).items()
+            }
+            found = reader.entry(ALL_TIME_GLOBAL, agent_id)
+            wrong += want != have or found is None
+    finally:
+        client.close()
+    return {"agents_compared": len(sample_agents), "agents_differing": wrong}
+
+
+# --- the read load -------------------------------------------------------------------------
+
+
+def read_load(
+    stack: Stack,
+    board_agents: list[str],
+    profile_agents: list[str],
+    seconds: float,
+    clients: int,
+    seed: int,
+) -> ApiResult:
+    result = ApiResult()
+    base = stack.url("gateway")
+    service_token = mint(stack.secret, sub="bench", role="service", ttl_seconds=3600)
+    agent_tokens = {
+        a: mint(stack.secret, sub=a, role="agent", ttl_seconds=3600) for a in profile_agents
+    }
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+    kinds = [k for k, _ in MIX]
+    weights = [w for _, w in MIX]
+
+    def client(n: int) -> None:
+        rng = random.Random(f"{seed}:client:{n}")
+        session = requests.Session()
+        while time.monotonic() < deadline:
+            kind = rng.choices(kinds, weights)[0]
+            if kind == "top10":
+                url, token = f"{base}/v1/leaderboards/all-time?limit=10", service_token
+            elif kind == "rank":
+                agent = rng.choice(board_agents)
+                url, token = f"{base}/v1/leaderboards/all-time/agents/{agent}", service_token
+            else:
+                agent = rng.choice(profile_agents)
+                url, token = f"{base}/v1/agents/{agent}/profile", agent_tokens[agent]
+            started = time.perf_counter()
+            response = session.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            elapsed = (time.perf_counter() - started) * 1000
+            with lock:
+                # Every request counts in the percentiles: a timeout (503) is a slow answer.
+                result.latencies[kind].append(elapsed)
+                if response.status_code != 200:
+                    result.errors[f"{kind}:{response.status_code}"] += 1
+                elif kind == "profile" and response.json().get("unavailable"):
+                    result.errors["profile:partial"] += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def register_profiles(stack: Stack, workload: Workload, prefix: str, count: int) -> list[str]:
+    """Registers pipeline agents in the roster (through the gateway), so profiles resolve."""
+    token = mint(stack.secret, sub="bench-admin", role="admin", ttl_seconds=3600)
+    session = requests.Session()
+    registered = []
+    for i in range(count):
+        agent = workload.agent(prefix, i)
+        response = session.post(
+            f"{stack.url('gateway')}/v1/agents",
+            json={
+                "agent_id": agent.agent_id,
+                "name": agent.name,
+                "team_id": agent.team_id,
+                "tier": agent.tier,
+            },
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        if response.status_code in (200, 201, 409):
+            registered.append(agent.agent_id)
+    return registered

@@ -1,0 +1,170 @@
+"""The shared stack fixture: a fresh broker and database on free ports, the topics, and every
+service as its own `nameko run` process (as `make run` starts them), all stopped at the end.
+
+Separate processes, not in-process containers: that is how the services are deployed, each
+has its own interpreter (and GIL), and the two cores are shared the way production shares
+them. Measurements read the servers directly (lag, outbox backlog, resident memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
+from pymongo import MongoClient
+
+from bench.config import ROOT, WORK_DIR, BenchConfig
+from deploy.local.launcher import ServiceProcess, ServiceSpec
+from deploy.local.servers import (
+    Broker,
+    Database,
+    ManagedProcess,
+    free_port,
+    start_on_free_port,
+    stop_all,
+)
+from deploy.local.topics import ensure_topics
+from services.runtime.settings import RuntimeSettings
+
+SERVICES = ("progress", "points", "leaderboards", "credits", "badges", "gateway")
+#: Only the join of a new consumer group waits for this (half of it): the local-stack value.
+SESSION_TIMEOUT_MS = "6000"
+READY_TIMEOUT = 120.0
+
+
+def consumed_topics(service: str) -> list[str]:
+    """The topics a service's `@consume` entrypoints read, from the service class itself."""
+    module = importlib.import_module(f"services.{service}.service")
+    topics: set[str] = set()
+    for value in vars(module).values():
+        if not isinstance(value, type) or getattr(value, "name", None) != service:
+            continue
+        for attribute in vars(value).values():
+            for entrypoint in getattr(attribute, ENTRYPOINT_EXTENSIONS_ATTR, ()):
+                topic = getattr(entrypoint, "topic", None)
+                if topic is not None:
+                    topics.add(topic)
+    return sorted(topics)
+
+
+def peak_rss_mb(pid: int) -> dict[str, float]:
+    """Peak (VmHWM) and current (VmRSS) resident memory of a process, in MB."""
+    values: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                values["peak" if key == "VmHWM" else "now"] = int(rest.split()[0]) / 1024
+    return values
+
+
+@dataclass
+class Stack:
+    config: BenchConfig
+    work_dir: Path = WORK_DIR
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    broker: Broker | None = None
+    database: Database | None = None
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+    settings: RuntimeSettings = field(default_factory=RuntimeSettings)
+
+    @property
+    def logs(self) -> Path:
+        return self.work_dir / "logs"
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.broker is not None
+        return self.broker.bootstrap
+
+    @property
+    def mongodb_uri(self) -> str:
+        assert self.database is not None
+        return self.database.uri
+
+    def url(self, service: str) -> str:
+        return self.services[service].spec.url
+
+    def group(self, service: str) -> str:
+        return self.settings.consumer_group(service)
+
+    def database_name(self, service: str) -> str:
+        return self.settings.database_name(service)
+
+    def mongo(self) -> MongoClient:
+        return MongoClient(self.mongodb_uri, tz_aware=True, w="majority", journal=True)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start_servers(self) -> None:
+        data = self.work_dir / "db"
+        shutil.rmtree(data, ignore_errors=True)  # a fresh server: single writes slow with churn
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.broker = start_on_free_port(lambda port: Broker(port, self.logs))
+        self.database = start_on_free_port(lambda port: Database(port, data, self.logs))
+        self.settings = RuntimeSettings(
+            kafka_bootstrap_servers=self.bootstrap, mongodb_uri=self.mongodb_uri
+        )
+
+    def create_topics(self, names: list[str]) -> None:
+        ensure_topics(self.bootstrap, names)
+
+    def start_services(self) -> None:
+        ports = {name: free_port() for name in SERVICES}
+        env = self._service_environment(ports)
+        for name in SERVICES:
+            process = ServiceProcess(ServiceSpec(name, ports[name]), self.logs, ROOT, env)
+            self.services[name] = process
+            process.start()
+        deadline = time.monotonic() + READY_TIMEOUT
+        for process in self.services.values():
+            process.wait_ready(max(1.0, deadline - time.monotonic()))
+
+    def _service_environment(self, ports: Mapping[str, int]) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "MONGODB_URI": self.mongodb_uri,
+            "JWT_SECRET": self.secret,
+            "NAME_PREFIX": "",
+            "TIME_ZONE": self.config.time_zone,
+            "CONSUMER_SESSION_TIMEOUT_MS": SESSION_TIMEOUT_MS,
+        }
+        for name, port in ports.items():
+            if name != "gateway":
+                env[f"{name.upper()}_URL"] = f"http://127.0.0.1:{port}"
+        return env
+
+    def processes(self) -> Iterator[ManagedProcess]:
+        yield from self.services.values()
+        if self.database is not None:
+            yield self.database
+        if self.broker is not None:
+            yield self.broker
+
+    def memory(self) -> dict[str, dict[str, float]]:
+        return {
+            process.name: peak_rss_mb(process.pid)
+            for process in self.processes()
+            if process.pid is not None and process.is_running
+        }
+
+    def stop(self) -> None:
+        stop_all(list(self.services.values()))
+        for server in (self.database, self.broker):
+            if server is not None:
+                stop_all([server])
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
