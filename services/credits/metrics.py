@@ -12,7 +12,7 @@ from contracts.vocabulary import DIMENSIONS
 from services.credits.bank import Lot
 from services.runtime.metrics import ServiceMetrics
 
-DEPOSITED = "skillquest_credits_deposited_hours_total"
+DEPOSITED = "skillquest_credits_deposited_total"
 DEPOSITED_DOC = "Credit hours deposited (completed courses and admin grants), by dimension"
 
 

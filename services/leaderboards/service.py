@@ -35,6 +35,7 @@ from services.runtime.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 PERIODS_CLOSED = "skillquest_leaderboard_periods_closed_total"
+CLOSE_DUE = "skillquest_leaderboard_close_due_timestamp_seconds"
 #: The timer ticks this often; the configured check interval decides which ticks look.
 TICK_SECONDS = 1.0
 
@@ -91,6 +92,13 @@ class LeaderboardsService(operations.ConsumerEndpoints):
         )
         for kind in closed:  # counted after each close committed
             counter.labels(kind).inc()
+        due = self.ops.families.gauge(
+            CLOSE_DUE, "When the oldest period not closed yet ended (Unix time)", ["period"]
+        )
+        now = datetime.now(UTC)
+        for kind in ("weekly", "monthly"):
+            ends = handlers.close_due_at(self.db, kind, tz=self.settings.time_zone, now=now)
+            due.labels(kind).set(ends.timestamp())
 
     @http("GET", "/v1/leaderboards/<period>")
     def leaderboard(self, request: Request, period: str) -> Leaderboard:

@@ -125,7 +125,7 @@ class MetricFamilies:
 
         Domain counters of the product: skillquest_points_awarded_total{rule} (points) and
         skillquest_point_awards_total{rule} (entries), skillquest_badges_awarded_total{badge},
-        skillquest_credits_deposited_hours_total{dimension},
+        skillquest_credits_deposited_total{dimension},
         skillquest_leaderboard_periods_closed_total{period}.
         """
         if name not in self._domain:

@@ -9,6 +9,8 @@ enforced on the way.
 from __future__ import annotations
 
 import secrets
+import shutil
+import subprocess
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,8 +43,9 @@ TEAM = "team-e2e"
 class Portal:
     """The learning portal: HTTP calls to the gateway with a caller's token."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, backends: dict[str, str]) -> None:
         self.url = url
+        self.backends = backends  # service name -> base URL (operations, not the portal)
 
     def call(self, method: str, path: str, sub: str, role: str, body: Any = None, **claims):
         token = mint(SECRET, sub=sub, role=role, ttl_seconds=600, **claims)
@@ -73,7 +76,7 @@ def portal(broker, database):
         stack.enter_context(running(GatewayService, gateway))
         url = base_url(gateway)
         wait_until(lambda: requests.get(f"{url}/readyz", timeout=5).ok, message="gateway ready")
-        yield Portal(url)
+        yield Portal(url, {**urls, "gateway": url})
 
 
 def test_an_agents_learning_shows_up_everywhere_the_portal_looks(portal: Portal) -> None:
@@ -253,3 +256,29 @@ def test_the_demo_organisation_seeds_without_a_refusal(portal: Portal) -> None:
             timeout=90,
             message=f"{team}'s board",
         )
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_every_service_exports_lint_clean_metrics(portal: Portal) -> None:
+    for name, url in portal.backends.items():
+        exposition = requests.get(f"{url}/metrics", timeout=5).text
+        assert f'skillquest_service_info{{service="{name}"}} 1.0' in exposition
+        lint = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=exposition,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert lint.returncode == 0, f"{name}: {lint.stdout}{lint.stderr}"
+    # The staleness alert needs to know when each period is due to close.
+    leaderboards = requests.get(f"{portal.backends['leaderboards']}/metrics", timeout=5).text
+    wait_until(
+        lambda: (
+            'skillquest_leaderboard_close_due_timestamp_seconds{period="weekly"}'
+            in requests.get(f"{portal.backends['leaderboards']}/metrics", timeout=5).text
+        ),
+        timeout=40,
+        message="the close-due gauge",
+    )
+    assert "skillquest_http_requests_total" in leaderboards

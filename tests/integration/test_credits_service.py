@@ -126,7 +126,7 @@ def test_completions_in_any_order_fill_the_view_and_meet_the_requirement_once(ur
     assert len(lots) == 3 and {lot["source"] for lot in lots} == {"course"}
     # c1 was delivered twice and counted once (this test runs first in the module).
     metrics = requests.get(f"{url}/metrics", timeout=5).text
-    assert 'skillquest_credits_deposited_hours_total{dimension="communication"} 4.0' in metrics
+    assert 'skillquest_credits_deposited_total{dimension="communication"} 4.0' in metrics
 
 
 def test_grants_revocations_history_and_the_team_view_over_http(url, bus):

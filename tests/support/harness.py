@@ -121,6 +121,7 @@ class EventBus:
 
 
 def get_json(url: str, **kwargs: Any) -> Any:
-    response = requests.get(url, timeout=10, **kwargs)
+    # Generous: on a loaded 2-core machine a rebalance can keep a service busy for seconds.
+    response = requests.get(url, timeout=30, **kwargs)
     response.raise_for_status()
     return response.json()
