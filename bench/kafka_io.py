@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from bench.workload import Message
+from services.runtime.topic_reader import read_topic as read_all_of_topic
 
 
 def producer(bootstrap: str, linger_ms: int = 10) -> KafkaProducer:
@@ -38,23 +38,4 @@ def publish(bootstrap: str, messages: Iterable[Message], prefix: str = "") -> in
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
     """Every record on `topic` now, in offset order per partition."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2_000
-    )
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end")
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
+    return read_all_of_topic(bootstrap, topic, timeout=timeout, max_poll_records=2_000)

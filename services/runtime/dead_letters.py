@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.envelope import utc_iso
 from contracts.topics import dead_letter_topic
 from services.runtime.publisher import OutgoingMessage
+from services.runtime.topic_reader import read_topic
 
 
 class DeadLetter(BaseModel):
@@ -96,28 +97,15 @@ class DeadLetterStore:
     def topic(self) -> str:
         return self.name_prefix + dead_letter_topic(self.service)
 
-    def letters(self, limit: int = 100) -> list[tuple[str, DeadLetter]]:
+    def letters(self, limit: int = 100, timeout: float = 60.0) -> list[tuple[str, DeadLetter]]:
         """(position, letter) pairs, oldest first; position is `partition:offset`."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
-        try:
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            if not tps:
-                return []
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            ends = consumer.end_offsets(tps)
-            letters: list[tuple[str, DeadLetter]] = []
-            while any(consumer.position(tp) < ends[tp] for tp in tps) and len(letters) < limit:
-                for records in consumer.poll(timeout_ms=500).values():
-                    for record in records:
-                        letter = DeadLetter.model_validate_json(record.value)
-                        letters.append((f"{record.partition}:{record.offset}", letter))
-            return letters[:limit]
-        finally:
-            consumer.close()
+        records = read_topic(
+            ",".join(self.bootstrap_servers), self.topic, limit=limit, timeout=timeout
+        )
+        return [
+            (f"{record.partition}:{record.offset}", DeadLetter.model_validate_json(record.value))
+            for record in records
+        ]
 
     def get(self, position: str) -> DeadLetter | None:
         return dict(self.letters(limit=1_000_000)).get(position)

@@ -50,11 +50,11 @@ from contracts.topics import (
     PEOPLE_AGENTS,
     TOPIC_OF_TYPE,
     WORK_TICKETS,
-    dead_letter_topic,
 )
 from contracts.vocabulary import AgentSnapshot
 from deploy.local.servers import Database, ManagedProcess, free_port, http_ok
 from deploy.local.topics import ensure_topics
+from services.runtime.dead_letters import DeadLetterStore
 from services.runtime.outbox import LEASES, OUTBOX
 from tests.support.harness import service_config
 
@@ -549,26 +549,8 @@ def compare(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, Diffe
 
 def dead_letter_positions(bootstrap: str, prefix: str, service: str) -> list[tuple[str, int, int]]:
     """(topic, partition, offset) of the original message of each letter in dlq.<service>."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        name = prefix + dead_letter_topic(service)
-        tps = [TopicPartition(name, p) for p in (consumer.partitions_for_topic(name) or ())]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        found = []
-        deadline = time.monotonic() + 20
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"could not read {name}"
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    letter = json.loads(record.value)
-                    found.append((letter["topic"], letter["partition"], letter["offset"]))
-        return found
-    finally:
-        consumer.close()
+    letters = DeadLetterStore(bootstrap, service, prefix).letters(limit=1_000_000, timeout=20)
+    return [(letter.topic, letter.partition, letter.offset) for _, letter in letters]
 
 
 def get(url: str) -> Any:

@@ -11,13 +11,14 @@ from typing import Any, TypeVar
 
 import requests
 import yaml
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from nameko.cli.main import setup_yaml_parser
 from nameko.containers import ServiceContainer
 
 from contracts.envelope import CloudEvent
 from contracts.topics import TOPIC_OF_TYPE
 from deploy.local.servers import free_port
+from services.runtime.topic_reader import read_topic
 
 T = TypeVar("T")
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "deploy" / "config.yml"
@@ -95,26 +96,7 @@ class EventBus:
 
     def read_all(self, topic: str) -> list[Any]:
         """Every record now on `topic` (all partitions), in offset order per partition."""
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        try:
-            name = self.prefix + topic
-            partitions = consumer.partitions_for_topic(name) or set()
-            tps = [TopicPartition(name, p) for p in partitions]
-            if not tps:
-                return []
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            ends = consumer.end_offsets(tps)
-            records: list[Any] = []
-            deadline = time.monotonic() + 10
-            while any(consumer.position(tp) < ends[tp] for tp in tps):
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"could not read {name} to its end")
-                for batch in consumer.poll(timeout_ms=200).values():
-                    records.extend(batch)
-            return records
-        finally:
-            consumer.close()
+        return read_topic(self.bootstrap, self.prefix + topic, timeout=10)
 
     def close(self) -> None:
         self.producer.close()
