@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,9 @@ import pytest
 import requests
 import yaml
 
-from contracts.events import TicketResolved, TicketResolvedData
-from contracts.vocabulary import AgentSnapshot
 from deploy.local.servers import LOOPBACK, Prometheus, start_on_free_port
 from tests.integration.sample_service import SampleService
+from tests.support.events import ticket
 from tests.support.harness import (
     EventBus,
     base_url,
@@ -102,20 +100,6 @@ def test_alert_rule_unit_tests_pass():
 # --- a real Prometheus against a running service -------------------------------------------
 
 
-def ticket(agent_id: str, ticket_id: str) -> TicketResolved:
-    return TicketResolved.create(
-        source="skillquest/test",
-        subject=agent_id,
-        time=datetime.now(UTC),
-        data=TicketResolvedData(
-            agent=AgentSnapshot(agent_id=agent_id, team_id="team-1", tier="foundation"),
-            ticket_id=ticket_id,
-            qa_score=90,
-            csat=5,
-        ),
-    )
-
-
 def local_config(prometheus_port: int, service_address: str) -> dict[str, Any]:
     """deploy/prometheus/prometheus.yml with its rules, scraping this test's targets fast."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
@@ -189,8 +173,8 @@ def test_prometheus_scrapes_a_running_service_and_sees_events_move_its_series(
 
         # A handful of events: two arrive from Kafka, one is written through the API
         # (published by the outbox relay, then consumed like the others).
-        bus.publish(ticket("agent-o1", "T-1"))
-        bus.publish(ticket("agent-o2", "T-2"))
+        bus.publish(ticket("agent-o1", "T-1", qa_score=90, csat=5))
+        bus.publish(ticket("agent-o2", "T-2", qa_score=90, csat=5))
         response = requests.post(
             f"{service}/tickets",
             json={"agent_id": "agent-o3", "ticket_id": "T-3", "qa_score": 80},

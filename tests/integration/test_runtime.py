@@ -4,18 +4,17 @@ outbox, redelivery, group membership (ARCHITECTURE §3)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 import requests
 
-from contracts.events import TicketResolved, TicketResolvedData
+from contracts.events import TicketResolved
 from contracts.topics import WORK_TICKETS, dead_letter_topic
-from contracts.vocabulary import AgentSnapshot
 from services.runtime.dead_letters import DeadLetterStore
 from services.runtime.kafka import KafkaConsumerExtension
 from services.runtime.mongo import Mongo
 from tests.integration.sample_service import SampleService
+from tests.support.events import ticket
 from tests.support.harness import (
     EventBus,
     base_url,
@@ -44,20 +43,6 @@ def bus(broker, prefix):
 @pytest.fixture
 def config(broker, database, prefix):
     return service_config(broker, database, prefix)
-
-
-def ticket(agent_id: str, ticket_id: str) -> TicketResolved:
-    return TicketResolved.create(
-        source="skillquest/test",
-        subject=agent_id,
-        time=datetime.now(UTC),
-        data=TicketResolvedData(
-            agent=AgentSnapshot(agent_id=agent_id, team_id="team-1", tier="foundation"),
-            ticket_id=ticket_id,
-            qa_score=95,
-            csat=4,
-        ),
-    )
 
 
 def counts(config, agent_id: str) -> dict:
