@@ -121,7 +121,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             settler.wait(config.settle_timeout_seconds)
         finally:
             settler.close()
-        on_board = _agents_on_all_time_board(stack)
+        on_board = api.agents_on_all_time_board(stack)
         to_load = max(config.api_agents - on_board, 0)
         load_started = time.monotonic()
         loaded = api.bulk_load(stack, workload, to_load, config.seed)
@@ -144,17 +144,6 @@ def run(config: BenchConfig) -> dict[str, Any]:
         report["rss_mb_now"] = {name: round(m.get("now", 0.0), 1) for name, m in memory.items()}
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     return report
-
-
-def _agents_on_all_time_board(stack: Stack) -> int:
-    client = stack.mongo()
-    try:
-        doc = client[stack.database_name("leaderboards")]["boards"].find_one(
-            {"_id": "all-time|global"}
-        )
-        return int((doc or {}).get("entries", 0))
-    finally:
-        client.close()
 
 
 def _cpus() -> int:

@@ -1,11 +1,13 @@
 """Reads through the gateway with `clients` concurrent clients and `agents` on the board.
 
-Loading 100,000 agents through the consumers would take hours on this machine (one
-transaction of ~25 round trips per point event), and the rebuild path recomputes each agent
-in a transaction of its own. The fastest correct way is what the rebuild computes, written
-in bulk: the applied-points log (the rebuild's source of truth), every board entry as the
-leaderboards' own `fold` makes it from that log, the per-board stats, and the roster names.
-The load's correctness is then checked with the rebuild's own comparison (no agent differs).
+Loading 100,000 agents through the consumers would take minutes of every service's time
+(each award goes through points, credits and badges too), and the rebuild path recomputes
+each agent in a transaction of its own. The fastest correct way is what the rebuild
+computes, written in bulk: the applied-points log (the rebuild's source of truth), every
+board entry as the leaderboards' own `fold` makes it from that log, each in the lane
+(partition) its agent's events would come from, the per-lane score count maps of every
+board made from those entries, and the roster names. The load's correctness is then
+checked with the rebuild's own comparison (no agent differs).
 
 Requests: top 10 of the all-time global board, one agent's all-time rank (2 neighbours),
 and the profile of an agent registered in the roster (its own token, as the portal calls).
@@ -18,20 +20,30 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
-from pymongo import UpdateOne
+from kafka.partitioner.default import murmur2
 
 from bench.stack import Stack
 from bench.stats import percentiles
 from bench.workload import Workload
 from contracts.vocabulary import TIERS
+from deploy.local.topics import DEFAULT_PARTITIONS
 from services.gateway.auth import mint
-from services.leaderboards.boards import PointChange, fold, score_bound
-from services.leaderboards.store import AGENTS, APPLIED, BOARDS, ENTRIES, BoardReader, entry_id
+from services.leaderboards.boards import PointChange, Standing, fold, total
+from services.leaderboards.store import (
+    AGENTS,
+    APPLIED,
+    ENTRIES,
+    SCORE_COUNTS,
+    BoardReader,
+    counts_id,
+    entry_id,
+)
 
 BULK_PREFIX = "b"
 ALL_TIME_GLOBAL = "all-time|global"
@@ -96,6 +108,7 @@ def bulk_load(stack: Stack, workload: Workload, count: int, seed: int) -> dict[s
             )
         )
     entries = fold(changes, workload.tz)
+    lanes = {c.agent_id: agent_lane(c.agent_id) for c in changes}
     client = stack.mongo()
     db = client[stack.database_name("leaderboards")]
     documents = 0
@@ -113,6 +126,7 @@ def bulk_load(stack: Stack, workload: Workload, count: int, seed: int) -> dict[s
                     "type": "gamification.points.awarded.v1",
                     "award_id": c.event_id,
                     "applied_at": now,
+                    "lane": lanes[c.agent_id],
                 }
                 for c in changes
             ),
@@ -131,40 +145,55 @@ def bulk_load(stack: Stack, workload: Workload, count: int, seed: int) -> dict[s
                 for c in changes
             ),
         )
-        documents += _insert(
-            db[ENTRIES],
-            (
-                {
-                    "_id": entry_id(board, agent),
-                    "board": board,
-                    "agent_id": agent,
-                    "score": s.score,
-                    "reached_at": s.reached_at,
-                    "period_key": board.partition("|")[0],
-                    "scope": board.partition("|")[2],
-                }
-                for (board, agent), s in entries.items()
-            ),
-        )
-        stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for (board, _agent), s in entries.items():
-            stats[board][0] += s.score > 0
-            stats[board][1] = max(stats[board][1], s.score)
-        db[BOARDS].bulk_write(
-            [
-                UpdateOne(
-                    {"_id": board},
-                    {"$inc": {"entries": n}, "$max": {"max_score": score_bound(best)}},
-                    upsert=True,
-                )
-                for board, (n, best) in stats.items()
-            ],
-            ordered=False,
-        )
-        documents += len(stats)
+        documents += write_board_documents(db, entries, lanes.__getitem__)
     finally:
         client.close()
     return {"documents": documents, "entries": len(entries)}
+
+
+def agent_lane(agent_id: str, partitions: int = DEFAULT_PARTITIONS) -> int:
+    """The partition the producers' default partitioner puts an agent's events in (the
+    events are keyed by agent id): the lane the consumer would count its entries in."""
+    return (murmur2(agent_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def write_board_documents(
+    db: Any, entries: dict[tuple[str, str], Standing], lane_of: Callable[[str], int] = agent_lane
+) -> int:
+    """The board entries and their boards' per-lane score count maps, as the consumer and
+    the rebuild store them (services/leaderboards/store.py); returns the documents written."""
+    written = _insert(
+        db[ENTRIES],
+        (
+            {
+                "_id": entry_id(board, agent),
+                "board": board,
+                "agent_id": agent,
+                "score": s.score,
+                "reached_at": s.reached_at,
+                "period_key": board.partition("|")[0],
+                "scope": board.partition("|")[2],
+                "lane": lane_of(agent),
+            }
+            for (board, agent), s in entries.items()
+        ),
+    )
+    counts: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for (board, agent), s in entries.items():
+        if s.score > 0:
+            counts[(board, lane_of(agent))][s.score] += 1
+    return written + _insert(
+        db[SCORE_COUNTS],
+        (
+            {
+                "_id": counts_id(board, lane),
+                "board": board,
+                "lane": lane,
+                "counts": {str(score): n for score, n in sorted(by_score.items())},
+            }
+            for (board, lane), by_score in counts.items()
+        ),
+    )
 
 
 def _insert(collection: Any, documents: Any) -> int:
@@ -181,9 +210,20 @@ def _insert(collection: Any, documents: Any) -> int:
     return written
 
 
+def agents_on_all_time_board(stack: Stack) -> int:
+    """Agents on the all-time global board now: the sum of its score count maps."""
+    client = stack.mongo()
+    try:
+        return total(
+            BoardReader(client[stack.database_name("leaderboards")]).histogram(ALL_TIME_GLOBAL)
+        )
+    finally:
+        client.close()
+
+
 def verify_load(stack: Stack, sample_agents: list[str], tz: str) -> dict[str, Any]:
-    """The rebuild's per-agent comparison (log fold vs stored entries) for a sample, and
-    the lookup the position endpoint makes."""
+    """The rebuild's per-agent comparison (log fold vs stored entries, and each entry in its
+    agent's lane) for a sample, and the lookups the position endpoint makes."""
     client = stack.mongo()
     try:
         reader = BoardReader(client[stack.database_name("leaderboards")])
@@ -193,15 +233,19 @@ def verify_load(stack: Stack, sample_agents: list[str], tz: str) -> dict[str, An
                 board: (s.score, s.reached_at)
                 for (board, _), s in fold(reader.log(agent_id), tz).items()
             }
-            have = {
-                board: (r.score, r.reached_at)
-                for board, r in reader.agent_entries(agent_id).items()
-            }
+            placed = reader.agent_entries(agent_id)
+            have = {board: (r.score, r.reached_at) for board, r in placed.items()}
+            lanes = {r.lane for r in placed.values()}
             found = reader.entry(ALL_TIME_GLOBAL, agent_id)
-            wrong += want != have or found is None
+            wrong += want != have or lanes != {agent_lane(agent_id)} or found is None
+        on_board = total(reader.histogram(ALL_TIME_GLOBAL))
     finally:
         client.close()
-    return {"agents_compared": len(sample_agents), "agents_differing": wrong}
+    return {
+        "agents_compared": len(sample_agents),
+        "agents_differing": wrong,
+        "all_time_total": on_board,
+    }
 
 
 # --- the read load -------------------------------------------------------------------------

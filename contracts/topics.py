@@ -24,6 +24,12 @@ EVENT_TOPICS: tuple[str, ...] = (
     LEARNING_CREDITS,
 )
 
+#: Reference data that other events are judged against (who an agent is, what a course
+#: asks for). A consumer applies these before the rest of the same poll: handled
+#: concurrently, a course's new tags and a completion of it could each commit without
+#: seeing the other, and a badge they meet together would never be awarded.
+REFERENCE_TOPICS: frozenset[str] = frozenset({PEOPLE_AGENTS, LEARNING_CATALOG})
+
 #: Services that consume events, each with its own dead-letter topic.
 CONSUMING_SERVICES: tuple[str, ...] = ("points", "leaderboards", "credits", "badges")
 

@@ -33,11 +33,12 @@ from contracts.topics import (
 from services.badges import views
 from services.badges.criteria import Achievement
 from services.badges.definitions import load_definitions
-from services.badges.handlers import Rules, handle_agent_event, handle_catalog_event
+from services.badges.handlers import Rules, handle_agent_events, handle_catalog_event
 from services.badges.keys import IssuerKeys
 from services.badges.settings import BadgesSettings, badges_settings
 from services.badges.store import DOCUMENTS
 from services.runtime import operations
+from services.runtime.batches import EventBatch, each
 from services.runtime.http import http, parse_query
 from services.runtime.kafka import consume
 from services.runtime.metrics import MetricFamilies, ServiceMetrics
@@ -96,36 +97,40 @@ class BadgesService(operations.ConsumerEndpoints):
     # --- consuming ------------------------------------------------------------------------
 
     @consume(LEARNING_PROGRESS, types=PROGRESS_TYPES)
-    def on_progress(self, event: Any) -> Any:
-        return self._agent_event("progress", event)
+    def on_progress(self, batch: EventBatch[Any]) -> Any:
+        return self._agent_events("progress", batch)
 
     @consume(WORK_TICKETS, types=[TicketResolved.TYPE])
-    def on_ticket(self, event: TicketResolved) -> Any:
-        return self._agent_event("tickets", event)
+    def on_ticket(self, batch: EventBatch[TicketResolved]) -> Any:
+        return self._agent_events("tickets", batch)
 
     @consume(LEARNING_CREDITS, types=[CreditsRequirementMet.TYPE])
-    def on_credits(self, event: CreditsRequirementMet) -> Any:
-        return self._agent_event("credits", event)
+    def on_credits(self, batch: EventBatch[CreditsRequirementMet]) -> Any:
+        return self._agent_events("credits", batch)
 
     @consume(GAMIFICATION_LEADERBOARDS, types=[LeaderboardPeriodClosed.TYPE])
-    def on_period_closed(self, event: LeaderboardPeriodClosed) -> Any:
-        return self._agent_event("leaderboards", event)
+    def on_period_closed(self, batch: EventBatch[LeaderboardPeriodClosed]) -> Any:
+        return self._agent_events("leaderboards", batch)
 
     @consume(LEARNING_CATALOG, types=[CoursePublished.TYPE, CourseUpdated.TYPE])
-    def on_catalog(self, event: CoursePublished | CourseUpdated) -> Any:
-        work = partial(handle_catalog_event, event, rules=self.rules)
-        return self._counted(self.db.handle_once("catalog", event, work))
+    def on_catalog(self, batch: EventBatch[CoursePublished | CourseUpdated]) -> Any:
+        # Per event: catalogue changes are rare, and each compares with the one before.
+        work = each(partial(handle_catalog_event, rules=self.rules))
+        handled = self.db.handle_batch("catalog", batch.events, work)
+        self._count([met for achieved in handled.result or () for met in achieved])
+        return handled
 
-    def _agent_event(self, consumer: str, event: Any) -> Any:
-        work = partial(handle_agent_event, event, rules=self.rules)
-        return self._counted(self.db.handle_once(consumer, event, work))
+    def _agent_events(self, consumer: str, batch: EventBatch[Any]) -> Any:
+        work = partial(handle_agent_events, rules=self.rules)
+        handled = self.db.handle_batch(consumer, batch.events, work)
+        self._count(handled.result or [])
+        return handled
 
-    def _counted(self, achieved: list[Achievement] | None) -> Any:
+    def _count(self, achieved: list[Achievement]) -> None:
         # After the commit: a retried transaction must not count twice.
         counter = awarded_counter(self.ops.families)
-        for met in achieved or ():
+        for met in achieved:
             counter.labels(met.badge_id).inc()
-        return achieved
 
     # --- HTTP -----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import mongoengine as me
+from pymongo import InsertOne, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
@@ -109,10 +110,8 @@ def award_id(agent_id: str, badge_id: str, level: str | None) -> str:
 # --- facts --------------------------------------------------------------------------------
 
 
-def save_fact(uow: UnitOfWork, fact: Fact) -> None:
-    """Stores a fact; of two with one key the earlier (event time, then id) stays."""
-    facts = uow.collection(FACTS)
-    document = {
+def fact_document(fact: Fact) -> dict[str, Any]:
+    return {
         "agent_id": fact.agent_id,
         "badge_id": fact.badge_id,
         "key": fact.key,
@@ -121,6 +120,12 @@ def save_fact(uow: UnitOfWork, fact: Fact) -> None:
         "time_us": to_us(fact.time),
         "snapshot": fact.snapshot,
     }
+
+
+def save_fact(uow: UnitOfWork, fact: Fact) -> None:
+    """Stores a fact; of two with one key the earlier (event time, then id) stays."""
+    facts = uow.collection(FACTS)
+    document = fact_document(fact)
     existing = facts.find_one(
         {"_id": fact_id(fact)}, {"time_us": 1, "event_id": 1}, session=uow.session
     )
@@ -130,6 +135,17 @@ def save_fact(uow: UnitOfWork, fact: Fact) -> None:
         facts.update_one({"_id": fact_id(fact)}, {"$set": document}, session=uow.session)
 
 
+def save_facts(uow: UnitOfWork, new: list[Fact], replacing: list[Fact]) -> None:
+    """Stores facts whose key had none (`new`) and earlier ones for a key (`replacing`), in one
+    bulk write (the caller applied the earlier-stays rule against what it read)."""
+    writes: list[Any] = [InsertOne({"_id": fact_id(f), **fact_document(f)}) for f in new]
+    writes += [
+        ReplaceOne({"_id": fact_id(f)}, {"_id": fact_id(f), **fact_document(f)}) for f in replacing
+    ]
+    if writes:
+        uow.collection(FACTS).bulk_write(writes, session=uow.session)
+
+
 def facts_of(
     collection: Collection, agent_id: str, badge_id: str | None = None, session: Any = None
 ) -> list[Fact]:
@@ -137,6 +153,24 @@ def facts_of(
     if badge_id is not None:
         query["badge_id"] = badge_id
     return [_fact(doc) for doc in collection.find(query, session=session)]
+
+
+def facts_of_pairs(
+    uow: UnitOfWork, pairs: set[tuple[str, str]]
+) -> dict[tuple[str, str], list[Fact]]:
+    """The facts of each (agent, badge) pair (every pair present, maybe empty), one query
+    per badge: exactly the pairs' facts, where one query for all the agents' facts of all
+    the badges would read about twice as many documents."""
+    found: dict[tuple[str, str], list[Fact]] = {pair: [] for pair in pairs}
+    agents_of: dict[str, set[str]] = defaultdict(set)
+    for agent_id, badge_id in pairs:
+        agents_of[badge_id].add(agent_id)
+    facts = uow.collection(FACTS)
+    for badge_id in sorted(agents_of):
+        query = {"badge_id": badge_id, "agent_id": {"$in": sorted(agents_of[badge_id])}}
+        for doc in facts.find(query, session=uow.session):
+            found[(doc["agent_id"], badge_id)].append(_fact(doc))
+    return found
 
 
 def agents_with_facts(uow: UnitOfWork, badge_id: str) -> list[str]:
@@ -183,25 +217,50 @@ def awarded_levels(
     return levels
 
 
+def awarded_levels_of(
+    uow: UnitOfWork, agent_ids: set[str]
+) -> dict[str, dict[str, set[str | None]]]:
+    """`awarded_levels` of several agents in one query (every agent present, maybe empty)."""
+    levels: dict[str, dict[str, set[str | None]]] = {
+        agent_id: defaultdict(set) for agent_id in agent_ids
+    }
+    if agent_ids:
+        query = {"agent_id": {"$in": sorted(agent_ids)}}
+        projection = {"agent_id": 1, "badge_id": 1, "level": 1}
+        for doc in uow.collection(AWARDS).find(query, projection, session=uow.session):
+            levels[doc["agent_id"]][doc["badge_id"]].add(doc.get("level"))
+    return levels
+
+
+def award_document(
+    achieved: Achievement, snapshot: dict[str, Any], event_id: str
+) -> dict[str, Any]:
+    return {
+        "_id": award_id(achieved.agent_id, achieved.badge_id, achieved.level),
+        "agent_id": achieved.agent_id,
+        "badge_id": achieved.badge_id,
+        "level": achieved.level,
+        "awarded_at": achieved.time,
+        "awarded_at_us": to_us(achieved.time),
+        "bonus_points": achieved.bonus_points,
+        "evidence": list(achieved.evidence),
+        "trigger_event_id": achieved.trigger_event_id,
+        "event_id": event_id,
+        "snapshot": snapshot,
+    }
+
+
 def insert_award(
     uow: UnitOfWork, achieved: Achievement, snapshot: dict[str, Any], event_id: str
 ) -> None:
     uow.collection(AWARDS).insert_one(
-        {
-            "_id": award_id(achieved.agent_id, achieved.badge_id, achieved.level),
-            "agent_id": achieved.agent_id,
-            "badge_id": achieved.badge_id,
-            "level": achieved.level,
-            "awarded_at": achieved.time,
-            "awarded_at_us": to_us(achieved.time),
-            "bonus_points": achieved.bonus_points,
-            "evidence": list(achieved.evidence),
-            "trigger_event_id": achieved.trigger_event_id,
-            "event_id": event_id,
-            "snapshot": snapshot,
-        },
-        session=uow.session,
+        award_document(achieved, snapshot, event_id), session=uow.session
     )
+
+
+def insert_awards(uow: UnitOfWork, documents: list[dict[str, Any]]) -> None:
+    if documents:
+        uow.collection(AWARDS).insert_many(documents, session=uow.session)
 
 
 def awards_of(collection: Collection, agent_id: str) -> list[dict[str, Any]]:
@@ -218,15 +277,25 @@ def find_award(collection: Collection, agent_id: str, badge_id: str) -> list[dic
 # --- agents -------------------------------------------------------------------------------
 
 
+def snapshot_stamp(snapshot: dict[str, Any], time: datetime) -> dict[str, Any]:
+    return {"snapshot": snapshot, "snapshot_time": time, "snapshot_us": to_us(time)}
+
+
+def takes_snapshot(state: dict[str, Any], time: datetime) -> bool:
+    """An event's snapshot replaces the known one unless that came from a later event (of
+    two at one time, the one handled last stays)."""
+    return state.get("snapshot_us") is None or state["snapshot_us"] <= to_us(time)
+
+
 def remember_snapshot(uow: UnitOfWork, snapshot: dict[str, Any], time: datetime) -> None:
     """Keeps the snapshot of the latest event (event time) seen for the agent."""
     agents = uow.collection(AGENTS)
     agent_id = snapshot["agent_id"]
     existing = agents.find_one({"_id": agent_id}, {"snapshot_us": 1}, session=uow.session)
-    stamp = {"snapshot": snapshot, "snapshot_time": time, "snapshot_us": to_us(time)}
+    stamp = snapshot_stamp(snapshot, time)
     if existing is None:
         agents.insert_one({"_id": agent_id, **stamp, "awaiting": []}, session=uow.session)
-    elif existing.get("snapshot_us") is None or existing["snapshot_us"] <= to_us(time):
+    elif takes_snapshot(existing, time):
         agents.update_one(
             {"_id": agent_id},
             {"$set": stamp},
@@ -236,6 +305,25 @@ def remember_snapshot(uow: UnitOfWork, snapshot: dict[str, Any], time: datetime)
 
 def agent_state(uow: UnitOfWork, agent_id: str) -> dict[str, Any] | None:
     return uow.collection(AGENTS).find_one({"_id": agent_id}, session=uow.session)
+
+
+def agent_states(uow: UnitOfWork, agent_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The stored state of each of `agent_ids` that has one, in one query."""
+    if not agent_ids:
+        return {}
+    query = {"_id": {"$in": sorted(agent_ids)}}
+    return {doc["_id"]: doc for doc in uow.collection(AGENTS).find(query, session=uow.session)}
+
+
+def save_agent_states(
+    uow: UnitOfWork, new: list[dict[str, Any]], replacing: list[dict[str, Any]]
+) -> None:
+    """Writes whole agent states (snapshot and awaiting badges) in one bulk write: `new`
+    ones had no document, `replacing` ones replace the document read in this transaction."""
+    writes: list[Any] = [InsertOne(state) for state in new]
+    writes += [ReplaceOne({"_id": state["_id"]}, state) for state in replacing]
+    if writes:
+        uow.collection(AGENTS).bulk_write(writes, session=uow.session)
 
 
 def set_awaiting(uow: UnitOfWork, agent_id: str, badge_ids: set[str]) -> None:

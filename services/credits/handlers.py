@@ -1,8 +1,9 @@
 """Applying the credit rules through the store, one unit of work at a time.
 
-Consumers (`deposit_course`, `observe_agent`, `record_course`) run inside `handle_once`;
-admin actions (`grant`, `revoke`) and the expiry timer (`expire_lot`) in a transaction of
-their own. Each change, its history entry and its events commit together.
+Consumers (`deposit_course`, `observe_agent`, `record_course`) run one after another in
+their batch's transaction (`handle_batch`); admin actions (`grant`, `revoke`) and the
+expiry timer (`expire_lot`) in a transaction of their own. Each change, its history
+entry and its events commit together.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from services.credits.handlers import Actor
 from services.credits.metrics import CreditMetrics
 from services.credits.policy import CreditsPolicy, Policy, expiry_timer
 from services.runtime import operations
+from services.runtime.batches import EventBatch, each
 from services.runtime.errors import ApiError, BadRequest
 from services.runtime.http import http, parse_body, parse_query
 from services.runtime.kafka import consume
@@ -59,25 +60,22 @@ class CreditsService(operations.ConsumerEndpoints):
     # --- consumers ----------------------------------------------------------------------
 
     @consume(LEARNING_PROGRESS, types=[CourseCompleted.TYPE])
-    def on_course_completed(self, event: CourseCompleted) -> Any:
-        lot = self.db.handle_once(
-            "on_course_completed",
-            event,
-            partial(handlers.deposit_course, event, policy=self.policy),
-        )
-        if lot is not None:
-            self.credit_metrics.deposited(lot)
-        return lot
+    def on_course_completed(self, batch: EventBatch[CourseCompleted]) -> Any:
+        work = each(partial(handlers.deposit_course, policy=self.policy))
+        handled = self.db.handle_batch("on_course_completed", batch.events, work)
+        for lot in handled.result or ():  # after the commit: a retry must not count twice
+            if lot is not None:
+                self.credit_metrics.deposited(lot)
+        return handled
 
     @consume(PEOPLE_AGENTS, types=[AgentRegistered.TYPE, AgentUpdated.TYPE])
-    def on_agent(self, event: AgentRegistered | AgentUpdated) -> Any:
-        return self.db.handle_once(
-            "on_agent", event, partial(handlers.observe_agent, event, policy=self.policy)
-        )
+    def on_agent(self, batch: EventBatch[AgentRegistered | AgentUpdated]) -> Any:
+        work = each(partial(handlers.observe_agent, policy=self.policy))
+        return self.db.handle_batch("on_agent", batch.events, work)
 
     @consume(LEARNING_CATALOG, types=[CoursePublished.TYPE, CourseUpdated.TYPE])
-    def on_course(self, event: CoursePublished | CourseUpdated) -> Any:
-        return self.db.handle_once("on_course", event, partial(handlers.record_course, event))
+    def on_course(self, batch: EventBatch[CoursePublished | CourseUpdated]) -> Any:
+        return self.db.handle_batch("on_course", batch.events, each(handlers.record_course))
 
     # --- expiry -------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ and any number of repeats give the same entry, and the rebuild computes the same
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -180,9 +181,90 @@ def ranked(entries: dict[str, Standing]) -> list[tuple[int, str, Standing]]:
     return [(rank, agent, standing) for rank, (agent, standing) in enumerate(on_board, 1)]
 
 
-def score_bound(score: int) -> int:
-    """The smallest power of two at or above `score`: an upper bound that rarely moves."""
-    return 1 << max(score - 1, 0).bit_length()
+# --- score histograms: ranks and pages by arithmetic, not by counting the board -------
+#
+# Each board keeps how many of its agents hold each score (above 0), split into one count
+# map per lane (the partition a batch of points came from) so that batches of different
+# partitions never write the same document. Summed, the maps give the board's histogram:
+# the agents ahead of a score, the board's size, and which scores hold a given range of
+# positions, so a page or a rank reads only the entries of a narrow band of scores.
+
+#: score -> how many agents hold it, over one board (scores above 0 only).
+Histogram = dict[int, int]
+
+
+def merge_counts(maps: Iterable[Mapping[str, int]]) -> Histogram:
+    """One board's histogram from its per-lane count maps (keys are scores as text)."""
+    merged: Counter[str] = Counter()
+    for counts in maps:
+        merged.update(counts)  # by key as stored: each distinct score is parsed once
+    return {int(score): n for score, n in merged.items() if n > 0 and int(score) > 0}
+
+
+def total(histogram: Histogram) -> int:
+    return sum(histogram.values())
+
+
+def ahead_of(histogram: Histogram, score: int) -> int:
+    """Agents with a higher score: all of them rank ahead of every agent holding `score`."""
+    return sum(n for held, n in histogram.items() if held > score)
+
+
+@dataclass(frozen=True)
+class Band:
+    """The scores holding a range of board positions: `low`..`high`, and the number of
+    agents above `high` (so the range starts at position `above + 1` of the band)."""
+
+    high: int
+    low: int
+    above: int
+
+
+def band(histogram: Histogram, first: int, last: int) -> Band | None:
+    """The band of scores holding positions `first`..`last` (1-based, inclusive), or None
+    when the board has fewer than `first` agents. A range past the end is cut at the end.
+
+    The band starts and ends on whole scores, so it can hold more agents than the range
+    (those tied with the range's first and last); the caller skips the ones above it.
+    """
+    if first < 1 or last < first:
+        return None
+    seen = 0
+    high = above = None
+    for score in sorted(histogram, reverse=True):
+        if high is None and seen + histogram[score] >= first:
+            high, above = score, seen
+        seen += histogram[score]
+        if high is not None and seen >= last:
+            return Band(high, score, above)  # type: ignore[arg-type]
+    if high is None:
+        return None
+    return Band(high, min(histogram), above)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Move:
+    """One entry's change as the histograms see it: counted at `old_score` in `old_lane`
+    before, at `new_score` in `new_lane` after (a score of 0 or below is not counted)."""
+
+    board: str
+    old_lane: int
+    old_score: int
+    new_lane: int
+    new_score: int
+
+
+def count_changes(moves: Iterable[Move]) -> dict[tuple[str, int], dict[int, int]]:
+    """The net change of each (board, lane) count map, by score; changes that cancel out
+    are left out, so an entry that keeps its score and lane writes nothing."""
+    changes: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for move in moves:
+        if move.old_score > 0:
+            changes[(move.board, move.old_lane)][move.old_score] -= 1
+        if move.new_score > 0:
+            changes[(move.board, move.new_lane)][move.new_score] += 1
+    netted = {key: {s: n for s, n in by_score.items() if n} for key, by_score in changes.items()}
+    return {key: by_score for key, by_score in netted.items() if by_score}
 
 
 def is_due_to_close(

@@ -1,15 +1,17 @@
-"""Functions (event, uow, ...) that apply the leaderboard rules through the store."""
+"""Functions (uow, events, ...) that apply the leaderboard rules through the store."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from pymongo import UpdateOne
+from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from contracts.api.leaderboards import RebuildReport
@@ -26,27 +28,33 @@ from services.common.periods import last_instant, period_bounds, period_key
 from services.leaderboards.boards import (
     CLOSE_TOP,
     GLOBAL,
-    BoardRef,
+    Move,
     PointChange,
     Standing,
     board_key,
-    boards_of,
     closable_periods,
+    count_changes,
     fold,
-    score_bound,
 )
 from services.leaderboards.store import (
     AGENTS,
     APPLIED,
-    BOARDS,
     CLOSES,
     ENTRIES,
     PERIODS,
+    SCORE_COUNTS,
     BoardReader,
+    Row,
+    counts_id,
     display,
     entry_id,
+    lane_of,
 )
-from services.runtime.mongo import ServiceDatabase, UnitOfWork
+from services.runtime.mongo import ServiceDatabase, UnitOfWork, find_by_ids
+
+log = logging.getLogger(__name__)
+#: Per-board totals of the release before count maps (see `upgrade_storage`).
+LEGACY_BOARD_TOTALS = "boards"
 
 #: Ids of period_closed events are derived from the period key: should a close ever be
 #: attempted twice past the unique close record, the outbox's unique event id (and every
@@ -73,140 +81,198 @@ def change_of(event: PointsAwarded | PointsReversed) -> PointChange:
 
 
 def apply_points(
-    event: PointsAwarded | PointsReversed, uow: UnitOfWork, *, tz: str, now: datetime
-) -> str:
-    """Logs the change and adds it to its nine board entries, all in one transaction."""
-    change = change_of(event)
+    uow: UnitOfWork,
+    events: Sequence[PointsAwarded | PointsReversed],
+    *,
+    lane: int,
+    tz: str,
+    now: datetime,
+) -> int:
+    """Logs a batch of point changes and adds them to their board entries, in one
+    transaction whose statements do not grow with the batch (each statement in a transaction
+    is what costs): the log, the entries, their count maps, the periods and the agents'
+    point teams are each read by id (`$in`, in slices of store.IN_SLICE) and written in bulk.
+
+    Returns how many changes were applied now; the rest were in the log already (a replay,
+    or a restored database) and the boards include them.
+    """
     s = uow.session
-    log = uow.collection(APPLIED)
-    if log.find_one({"_id": change.event_id}, {"_id": 1}, session=s) is not None:
-        return "duplicate"  # in the log already (e.g. restored): boards include it
-    log.insert_one(
-        {
-            "_id": change.event_id,
-            "agent_id": change.agent_id,
-            "delta": change.delta,
-            "occurred_at": change.occurred_at,
-            "team_id": change.team_id,
-            "tier": change.tier,
-            "type": event.type,
-            "award_id": event.data.award_id,
-            "applied_at": now,
-        },
-        session=s,
-    )
-    _add_to_entries(uow, list(boards_of(change, tz)), change)
-    for kind, key in closable_periods(change, tz):
-        _touch_period(uow, kind, key, tz, now)
-    _remember_points_team(uow, change)
-    return "applied"
+    distinct: dict[str, PointsAwarded | PointsReversed] = {}
+    for event in events:
+        distinct.setdefault(event.id, event)  # a repeat inside the batch counts once
+    applied = uow.collection(APPLIED)
+    logged = set(find_by_ids(applied, distinct, s, projection={"_id": 1}))
+    fresh = [event for id_, event in distinct.items() if id_ not in logged]
+    if not fresh:
+        return 0
+    applied.insert_many([_log_record(event, lane, now) for event in fresh], session=s)
+    changes = [change_of(event) for event in fresh]
+    # Sum of deltas and latest time per (board, agent): what applying them one by one
+    # would leave (boards.py), so the batch adds to each entry once.
+    _add_to_entries(uow, fold(changes, tz), lane)
+    _touch_periods(uow, {period for c in changes for period in closable_periods(c, tz)}, tz, now)
+    _remember_points_teams(uow, changes)
+    return len(fresh)
 
 
-def _add_to_entries(uow: UnitOfWork, boards: list[BoardRef], change: PointChange) -> None:
-    """Adds the change to its entry on each board: three round trips for all nine boards
-    (one bulk write, one read of the new scores, one of the boards' stats) instead of two
-    per board. Against the database each statement in a transaction costs the most."""
+def _log_record(event: PointsAwarded | PointsReversed, lane: int, now: datetime) -> dict[str, Any]:
+    data = event.data
+    return {
+        "_id": event.id,
+        "agent_id": data.agent_id,
+        "delta": data.delta,
+        "occurred_at": data.occurred_at,
+        "team_id": data.team_id,
+        "tier": data.tier,
+        "type": event.type,
+        "award_id": data.award_id,
+        "applied_at": now,
+        "lane": lane,
+    }
+
+
+def _add_to_entries(uow: UnitOfWork, added: dict[tuple[str, str], Standing], lane: int) -> None:
+    """Adds each (board, agent) total to its entry and moves the entry into `lane`'s count
+    map. The entries are read first: their old scores and lanes are what the count maps
+    must take back, and the transaction's snapshot makes old + added the new score (a
+    concurrent change of the same entry is a write conflict, and the batch is retried).
+
+    Entries not there yet are inserted in one insert_many (the database inserts in bulk
+    several times faster than it updates), the others updated in one bulk write.
+    """
     s = uow.session
-    ids = [entry_id(board.key, change.agent_id) for board in boards]
-    uow.collection(ENTRIES).bulk_write(
-        [
+    entries = uow.collection(ENTRIES)
+    ids = {key: entry_id(*key) for key in added}
+    before = find_by_ids(entries, ids.values(), s, projection={"score": 1, "lane": 1})
+    inserts = []
+    updates = []
+    moves = []
+    for (board, agent_id), change in added.items():
+        id_ = ids[(board, agent_id)]
+        old = before.get(id_)
+        if old is None:
+            period_key, _, scope = board.partition("|")
+            inserts.append(
+                {
+                    "_id": id_,
+                    "board": board,
+                    "agent_id": agent_id,
+                    "score": change.score,
+                    "reached_at": change.reached_at,
+                    "period_key": period_key,
+                    "scope": scope,
+                    "lane": lane,
+                }
+            )
+            moves.append(Move(board, lane, 0, lane, change.score))
+            continue
+        updates.append(
             UpdateOne(
                 {"_id": id_},
                 {
-                    "$inc": {"score": change.delta},
-                    "$max": {"reached_at": change.occurred_at},
-                    "$setOnInsert": {
-                        "board": board.key,
-                        "agent_id": change.agent_id,
-                        "period_key": board.period_key,
-                        "scope": board.scope,
-                    },
+                    "$inc": {"score": change.score},
+                    "$max": {"reached_at": change.reached_at},
+                    "$set": {"lane": lane},
                 },
-                upsert=True,
             )
-            for id_, board in zip(ids, boards, strict=True)
-        ],
-        ordered=True,
-        session=s,
-    )
-    scores = {
-        doc["_id"]: doc["score"]
-        for doc in uow.collection(ENTRIES).find({"_id": {"$in": ids}}, {"score": 1}, session=s)
-    }
-    stats = {
-        doc["_id"]: doc
-        for doc in uow.collection(BOARDS).find(
-            {"_id": {"$in": [board.key for board in boards]}}, session=s
         )
-    }
-    for id_, board in zip(ids, boards, strict=True):
-        new_score = scores[id_]
-        _adjust_stats(
-            uow, board.key, new_score - change.delta, new_score, known=stats.get(board.key, {})
-        )
+        moves.append(Move(board, lane_of(old), old["score"], lane, old["score"] + change.score))
+    if inserts:
+        entries.insert_many(inserts, ordered=False, session=s)
+    if updates:
+        entries.bulk_write(updates, ordered=False, session=s)
+    _count_moves(uow, moves)
 
 
-def _adjust_stats(
-    uow: UnitOfWork,
-    board: str,
-    old_score: int,
-    new_score: int,
-    known: dict[str, Any] | None = None,
-) -> None:
-    """Keeps the board's agent count and best-score bound in step with one entry's change.
-
-    The stats document is shared by every agent of the board, so it is written only when
-    it must change: an agent joins or leaves the board, or a score passes the bound, which
-    is kept at a power of two so that it moves a few dozen times in a board's life rather
-    than with every award of the leader (each write there conflicts with its neighbours').
-    """
-    joined = (new_score > 0) - (old_score > 0)
-    # `known`: the stats document read already in this transaction ({} when there is none).
-    if known is None:
-        stats = uow.collection(BOARDS).find_one({"_id": board}, session=uow.session)
-    else:
-        stats = known or None
-    raise_max = new_score > (stats or {}).get("max_score", 0)
-    if not joined and not raise_max and stats is not None:
+def _count_moves(uow: UnitOfWork, moves: list[Move]) -> None:
+    """Applies the entries' moves to the count maps: one read of the counts they change,
+    one bulk write. A count that reaches zero is removed, and a map left empty is deleted,
+    so the maps depend on the entries only, never on how the events were batched."""
+    changes = count_changes(moves)
+    if not changes:
         return
-    update: dict[str, Any] = {"$inc": {"entries": joined}}
-    if raise_max:
-        update["$max"] = {"max_score": score_bound(new_score)}
-    else:
-        update["$setOnInsert"] = {"max_score": 0}
-    uow.collection(BOARDS).update_one({"_id": board}, update, upsert=True, session=uow.session)
+    s = uow.session
+    maps = uow.collection(SCORE_COUNTS)
+    ids = {key: counts_id(*key) for key in changes}
+    fields = {f"counts.{score}": 1 for by_score in changes.values() for score in by_score}
+    held = {
+        doc["_id"]: doc.get("counts") or {}
+        for doc in find_by_ids(maps, ids.values(), s, projection=fields).values()
+    }
+    writes: list[UpdateOne] = []
+    emptied: list[DeleteOne] = []  # maps whose last count this batch removes
+    for (board, lane), by_score in changes.items():
+        id_ = ids[(board, lane)]
+        counts = held.get(id_, {})
+        update: dict[str, Any] = {"$setOnInsert": {"board": board, "lane": lane}}
+        for score, n in by_score.items():
+            if counts.get(str(score), 0) + n > 0:
+                update.setdefault("$inc", {})[f"counts.{score}"] = n
+            else:  # below zero only if the map was damaged: the rebuild recounts it
+                update.setdefault("$unset", {})[f"counts.{score}"] = ""
+        if "$inc" not in update and id_ not in held:
+            continue  # nothing to take back from a map that is missing (damaged)
+        writes.append(UpdateOne({"_id": id_}, update, upsert=True))
+        if "$unset" in update:
+            emptied.append(DeleteOne({"_id": id_, "counts": {}}))
+    if writes:
+        # Ordered, the updates before the deletes: each run of one kind is one command.
+        maps.bulk_write([*writes, *emptied], ordered=True, session=s)
 
 
-def _touch_period(uow: UnitOfWork, kind: str, key: str, tz: str, now: datetime) -> None:
-    periods = uow.collection(PERIODS)
-    found = periods.find_one({"_id": key}, {"last_points_at": 1}, session=uow.session)
-    if found is None:
-        _, ends_at = period_bounds(key, tz)
-        periods.update_one(
-            {"_id": key},
-            {
+def _touch_periods(uow: UnitOfWork, periods: set[tuple[str, str]], tz: str, now: datetime) -> None:
+    """Records the weekly and monthly periods the batch counted in, and that points just
+    arrived for them (for the close's grace), refreshing that time at most every
+    TOUCH_RESOLUTION: the period document is shared by every lane."""
+    if not periods:
+        return
+    collection = uow.collection(PERIODS)
+    found = {
+        doc["_id"]: doc["last_points_at"]
+        for doc in find_by_ids(
+            collection, [key for _, key in periods], uow.session, projection={"last_points_at": 1}
+        ).values()
+    }
+    writes = []
+    for kind, key in sorted(periods):
+        if key not in found:
+            _, ends_at = period_bounds(key, tz)
+            update = {
                 "$setOnInsert": {"kind": kind, "ends_at": ends_at, "closed_at": None},
                 "$max": {"last_points_at": now},
-            },
-            upsert=True,
-            session=uow.session,
-        )
-    elif found["last_points_at"] < now - TOUCH_RESOLUTION:
-        periods.update_one({"_id": key}, {"$max": {"last_points_at": now}}, session=uow.session)
+            }
+            writes.append(UpdateOne({"_id": key}, update, upsert=True))
+        elif found[key] < now - TOUCH_RESOLUTION:
+            writes.append(UpdateOne({"_id": key}, {"$max": {"last_points_at": now}}))
+    if writes:
+        collection.bulk_write(writes, ordered=False, session=uow.session)
 
 
-def _remember_points_team(uow: UnitOfWork, change: PointChange) -> None:
-    """The team of the agent's latest point event: shown until the roster event arrives."""
+def _remember_points_teams(uow: UnitOfWork, changes: list[PointChange]) -> None:
+    """The team of each agent's latest point event: shown until the roster event arrives.
+    At equal times the first applied stays, as when the events are applied one by one."""
+    latest: dict[str, PointChange] = {}
+    for change in changes:
+        known = latest.get(change.agent_id)
+        if known is None or change.occurred_at > known.occurred_at:
+            latest[change.agent_id] = change
     agents = uow.collection(AGENTS)
-    agent = agents.find_one({"_id": change.agent_id}, {"points_at": 1}, session=uow.session)
-    if agent is not None and agent.get("points_at") and agent["points_at"] >= change.occurred_at:
-        return
-    agents.update_one(
-        {"_id": change.agent_id},
-        {"$set": {"points_team_id": change.team_id, "points_at": change.occurred_at}},
-        upsert=True,
-        session=uow.session,
-    )
+    stored: dict[str, datetime] = {
+        doc["_id"]: doc["points_at"]
+        for doc in find_by_ids(agents, latest, uow.session, projection={"points_at": 1}).values()
+        if doc.get("points_at") is not None
+    }
+    writes = [
+        UpdateOne(
+            {"_id": agent_id},
+            {"$set": {"points_team_id": change.team_id, "points_at": change.occurred_at}},
+            upsert=True,
+        )
+        for agent_id, change in latest.items()
+        if agent_id not in stored or stored[agent_id] < change.occurred_at
+    ]
+    if writes:
+        agents.bulk_write(writes, ordered=False, session=uow.session)
 
 
 # --- roster ------------------------------------------------------------------------
@@ -334,11 +400,13 @@ def close_due_periods(
 
 
 def rebuild(database: ServiceDatabase, *, tz: str, now: datetime | None = None) -> RebuildReport:
-    """Recomputes every board from the applied-points log and rewrites what differs.
+    """Recomputes every board from the applied-points log and rewrites what differs, then
+    recounts the count maps of every board whose maps differ from its entries.
 
     Safe while events are consumed: the log and the entries change together in one
     transaction, so each agent is recomputed from its log inside a transaction of its own
-    (a concurrent change of that agent conflicts and is retried), never from a stale scan.
+    (a concurrent change of that agent conflicts and is retried), never from a stale scan;
+    likewise each board is recounted from its entries inside a transaction.
     """
     started = datetime.now(UTC)
     clock = time.monotonic()
@@ -346,20 +414,20 @@ def rebuild(database: ServiceDatabase, *, tz: str, now: datetime | None = None) 
     reader = BoardReader(database.db)
     changes = list(reader.log())
     expected = fold(changes, tz)
-    live = {
-        (board, row.agent_id): Standing(row.score, row.reached_at)
-        for board, row in reader.all_entries()
-    }
+    placed = {(board, row.agent_id): row for board, row in reader.all_entries()}
+    live = {key: Standing(row.score, row.reached_at) for key, row in placed.items()}
     suspects = {
         agent for (board, agent), want in expected.items() if live.get((board, agent)) != want
     }
     suspects |= {agent for (board, agent) in live if (board, agent) not in expected}
     fixed = agents_fixed = 0
+    counted = [(board, row) for (board, agent), row in placed.items() if agent not in suspects]
     for agent_id in sorted(suspects):
         count = database.transaction(partial(_rebuild_agent, agent_id=agent_id, tz=tz))
         fixed += count
         agents_fixed += count > 0
-    recounted = _recount_boards(database, expected)
+        counted += reader.agent_entries(agent_id).items()
+    recounted = _recount_boards(database, counted)
     periods = {period for change in changes for period in closable_periods(change, tz)}
     for kind, key in sorted(periods):
         _ensure_period(database, kind, key, tz, now)
@@ -378,17 +446,20 @@ def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str) -> int:
     reader = BoardReader(uow.db, uow.session)
     expected = {board: standing for (board, _), standing in fold(reader.log(agent_id), tz).items()}
     live = reader.agent_entries(agent_id)
+    # A recreated entry is counted where the agent's other entries are (its events are
+    # keyed by agent, so they come from one lane), else where its log was applied from.
+    lanes = Counter(row.lane or 0 for row in live.values())
+    home = lanes.most_common(1)[0][0] if lanes else reader.logged_lane(agent_id) or 0
     entries = uow.collection(ENTRIES)
-    fixed = 0
-    for board in set(expected) | set(live):
+    moves = []
+    for board in sorted(set(expected) | set(live)):
         want, have = expected.get(board), live.get(board)
         if have is not None and want == Standing(have.score, have.reached_at):
             continue
-        fixed += 1
-        old_score = have.score if have is not None else 0
+        old_score, lane = (have.score, have.lane or 0) if have is not None else (0, home)
         if want is None:
             entries.delete_one({"_id": entry_id(board, agent_id)}, session=uow.session)
-            _adjust_stats(uow, board, old_score, 0)
+            moves.append(Move(board, lane, old_score, lane, 0))
             continue
         period_key, _, scope = board.partition("|")
         entries.update_one(
@@ -401,37 +472,70 @@ def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str) -> int:
                     "reached_at": want.reached_at,
                     "period_key": period_key,
                     "scope": scope,
+                    "lane": lane,
                 }
             },
             upsert=True,
             session=uow.session,
         )
-        _adjust_stats(uow, board, old_score, want.score)
-    return fixed
+        moves.append(Move(board, lane, old_score, lane, want.score))
+    _count_moves(uow, moves)
+    return len(moves)
 
 
-def _recount_boards(database: ServiceDatabase, expected: dict[tuple[str, str], Standing]) -> int:
-    """Corrects boards whose stored agent count differs from their entries."""
-    counts: dict[str, int] = defaultdict(int)
-    for (board, _), standing in expected.items():
-        counts[board] += standing.score > 0
-    stored = {doc["_id"]: doc.get("entries", 0) for doc in database.collection(BOARDS).find()}
-    recounted = 0
-    for board in set(counts) | set(stored):
-        if counts.get(board, 0) == stored.get(board, 0):
-            continue
-
-        def recount(uow: UnitOfWork, board: str = board) -> None:
-            n = uow.collection(ENTRIES).count_documents(
-                {"board": board, "score": {"$gt": 0}}, session=uow.session
-            )
-            uow.collection(BOARDS).update_one(
-                {"_id": board}, {"$set": {"entries": n}}, upsert=True, session=uow.session
-            )
-
-        database.transaction(recount)
-        recounted += 1
+def upgrade_storage(database: ServiceDatabase) -> int:
+    """Upgrades boards stored by the release before count maps: their per-board totals
+    (`boards`) give way to count maps recounted from the entries (entries without a lane
+    count in lane 0). Idempotent; returns how many boards were recounted."""
+    if LEGACY_BOARD_TOTALS not in database.db.list_collection_names():
+        return 0
+    recounted = _recount_boards(database, BoardReader(database.db).all_entries())
+    database.db.drop_collection(LEGACY_BOARD_TOTALS)
+    log.info("leaderboards storage upgraded: %d boards recounted into count maps", recounted)
     return recounted
+
+
+def _recount_boards(database: ServiceDatabase, entries: Iterable[tuple[str, Row]]) -> int:
+    """Recounts every board whose stored count maps differ from its entries (a damaged or
+    missing map, or one stored before the maps existed); returns how many."""
+    expected: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for board, row in entries:
+        if row.score > 0:
+            expected[(board, row.lane or 0)][row.score] += 1
+    stored = {
+        (board, lane): counts for board, lane, counts in BoardReader(database.db).stored_counts()
+    }
+    differing = {
+        board
+        for board, lane in expected.keys() | stored.keys()
+        if expected.get((board, lane)) != stored.get((board, lane))
+    }
+    for board in sorted(differing):
+        database.transaction(partial(_recount_board, board=board))
+    return len(differing)
+
+
+def _recount_board(uow: UnitOfWork, board: str) -> None:
+    """Rewrites the board's count maps from its entries, in one transaction."""
+    s = uow.session
+    counts: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    query = {"board": board, "score": {"$gt": 0}}
+    for doc in uow.collection(ENTRIES).find(query, {"score": 1, "lane": 1}, session=s):
+        counts[lane_of(doc)][doc["score"]] += 1
+    maps = uow.collection(SCORE_COUNTS)
+    stale = {doc["_id"] for doc in maps.find({"board": board}, {"_id": 1}, session=s)}
+    writes: list[ReplaceOne | DeleteOne] = []
+    for lane, by_score in counts.items():
+        document = {
+            "board": board,
+            "lane": lane,
+            "counts": {str(score): n for score, n in sorted(by_score.items())},
+        }
+        writes.append(ReplaceOne({"_id": counts_id(board, lane)}, document, upsert=True))
+        stale.discard(counts_id(board, lane))
+    writes += [DeleteOne({"_id": id_}) for id_ in sorted(stale)]
+    if writes:
+        maps.bulk_write(writes, ordered=True, session=s)
 
 
 def _ensure_period(database: ServiceDatabase, kind: str, key: str, tz: str, now: datetime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pymongo.database import Database
 
@@ -13,7 +14,13 @@ from contracts.api.leaderboards import (
     LeaderboardQuery,
     PositionQuery,
 )
-from services.leaderboards.boards import ResolvedPeriod, board_key, parse_scope, resolve_period
+from services.leaderboards.boards import (
+    ResolvedPeriod,
+    board_key,
+    parse_scope,
+    resolve_period,
+    total,
+)
 from services.leaderboards.store import BoardReader, Row, display
 from services.runtime.errors import BadRequest, NotFound
 
@@ -25,8 +32,9 @@ def _resolve(period: str, scope: str, tz: str, now: datetime) -> tuple[ResolvedP
         raise BadRequest(str(error)) from None
 
 
-def _entries(reader: BoardReader, rows: list[Row], first_rank: int) -> list[LeaderboardEntry]:
-    agents = reader.names([row.agent_id for row in rows])
+def _entries(
+    agents: dict[str, dict[str, Any]], rows: list[Row], first_rank: int
+) -> list[LeaderboardEntry]:
     entries = []
     for rank, row in enumerate(rows, first_rank):
         name, team = display(agents.get(row.agent_id))
@@ -44,7 +52,8 @@ def leaderboard(
     resolved, scope = _resolve(period, query.scope, tz, now)
     reader = BoardReader(db)
     board = board_key(resolved.key, scope)
-    rows = reader.top(board, query.offset, query.limit)
+    histogram = reader.histogram(board)
+    rows = reader.top(board, query.offset, query.limit, histogram)
     return Leaderboard(
         period=resolved.key,
         period_kind=resolved.kind,
@@ -52,8 +61,8 @@ def leaderboard(
         starts_at=resolved.starts_at,
         ends_at=resolved.ends_at,
         closed=resolved.kind != "all-time" and reader.is_closed(resolved.key),
-        total=reader.stats(board)["entries"],
-        entries=_entries(reader, rows, query.offset + 1),
+        total=total(histogram),
+        entries=_entries(reader.names([row.agent_id for row in rows]), rows, query.offset + 1),
     )
 
 
@@ -66,11 +75,11 @@ def position(
     row = reader.entry(board, agent_id)
     if row is None or row.score <= 0:
         raise NotFound(f"agent {agent_id} is not on the {resolved.key} {scope} board")
-    stats = reader.stats(board)
-    rank = reader.rank(board, row)
-    above = reader.above(board, row, query.neighbors, stats["max_score"])
-    below = reader.below(board, row, query.neighbors)
-    (me,) = _entries(reader, [row], rank)
+    histogram = reader.histogram(board)
+    rank = reader.rank(board, row, histogram)
+    above, below = reader.neighbours(board, row, rank, query.neighbors, histogram)
+    agents = reader.names([other.agent_id for other in [*above, row, *below]])
+    (me,) = _entries(agents, [row], rank)
     return LeaderboardPosition(
         period=resolved.key,
         scope=scope,
@@ -79,7 +88,7 @@ def position(
         team_id=me.team_id,
         rank=rank,
         score=row.score,
-        total=stats["entries"],
-        above=_entries(reader, above, rank - len(above)),
-        below=_entries(reader, below, rank + 1),
+        total=total(histogram),
+        above=_entries(agents, above, rank - len(above)),
+        below=_entries(agents, below, rank + 1),
     )

@@ -27,6 +27,7 @@ from services.leaderboards import handlers, queries
 from services.leaderboards.settings import LeaderboardSettings
 from services.leaderboards.store import DOCUMENTS
 from services.runtime import operations
+from services.runtime.batches import EventBatch, each
 from services.runtime.http import http, parse_body, parse_query
 from services.runtime.kafka import consume
 from services.runtime.mongo import Mongo
@@ -60,20 +61,24 @@ class CloseSchedule(DependencyProvider):
 class LeaderboardsService(operations.ConsumerEndpoints):
     name = "leaderboards"
 
-    db = Mongo(documents=DOCUMENTS)
+    db = Mongo(documents=DOCUMENTS, upgrade=handlers.upgrade_storage)
     settings = ServiceSettings(LeaderboardSettings, "LEADERBOARDS")
     schedule = CloseSchedule()
 
     @consume(GAMIFICATION_POINTS, types=[PointsAwarded.TYPE, PointsReversed.TYPE])
-    def on_points(self, event: PointsAwarded | PointsReversed) -> Any:
+    def on_points(self, batch: EventBatch[PointsAwarded | PointsReversed]) -> Any:
         apply = partial(
-            handlers.apply_points, event, tz=self.settings.time_zone, now=datetime.now(UTC)
+            handlers.apply_points,
+            lane=batch.lane,
+            tz=self.settings.time_zone,
+            now=datetime.now(UTC),
         )
-        return self.db.handle_once("on_points", event, apply)
+        return self.db.handle_batch("on_points", batch.events, apply)
 
     @consume(PEOPLE_AGENTS, types=[AgentRegistered.TYPE, AgentUpdated.TYPE])
-    def on_agent(self, event: AgentRegistered | AgentUpdated) -> Any:
-        return self.db.handle_once("on_agent", event, partial(handlers.apply_roster, event))
+    def on_agent(self, batch: EventBatch[AgentRegistered | AgentUpdated]) -> Any:
+        # Per event: roster events are rare, and each is compared with the stored one.
+        return self.db.handle_batch("on_agent", batch.events, each(handlers.apply_roster))
 
     @timer(interval=TICK_SECONDS)
     def close_periods(self) -> None:

@@ -1,12 +1,14 @@
 """The leaderboards database: documents, indexes, and the queries the service needs.
 
 - `applied_points`: the log of applied point events (the rebuild's source of truth).
-- `board_entries`: one document per (board, agent): score and reached_at (boards.py).
-  The index `rank` (board, score desc, reached_at asc, agent_id asc) is the board order:
-  a page is a range of it and a rank is a count of the entries ahead of an agent in it.
-- `boards`: per board, the number of agents on it (score above 0) and an upper bound of
-  its best score, kept in the same transaction as the entries, so `total` is one read and
-  a top-N page can be read as a bounded band of the index instead of the whole board.
+- `board_entries`: one document per (board, agent): score and reached_at (boards.py), and
+  the lane (partition) whose count map counts it. The index `rank` (board, score desc,
+  reached_at asc, agent_id asc) is the board order.
+- `score_counts`: per (board, lane), how many of the lane's entries hold each score above
+  0 (boards.py, histograms), written in the same transaction as the entries. A board's
+  size and the agents ahead of a score are sums over its maps; a page or a neighbourhood
+  is read as one narrow score band of the `rank` index, and a rank counts only the agents
+  tied with it: no read counts or sorts a deep range of a large board.
 - `periods` / `period_closes`: weekly and monthly periods seen, and the unique close
   record written in the same transaction as the period_closed event.
 - `agents`: display names and current teams from `people.agents`.
@@ -24,7 +26,16 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
-from services.leaderboards.boards import PointChange
+from services.leaderboards.boards import (
+    Histogram,
+    PointChange,
+    Standing,
+    ahead_of,
+    band,
+    merge_counts,
+    order_key,
+)
+from services.runtime.mongo import find_by_ids
 
 # --- documents (declared for their indexes; writes go through pymongo) -----------------
 
@@ -39,6 +50,7 @@ class AppliedPoints(me.Document):
     type = me.StringField()
     award_id = me.StringField()
     applied_at = me.DateTimeField()
+    lane = me.IntField()  # the lane it was applied from (a rebuilt entry goes back there)
     meta = {
         "collection": "applied_points",
         "indexes": [{"fields": ["agent_id", "occurred_at"], "name": "by_agent"}],
@@ -53,6 +65,7 @@ class BoardEntry(me.Document):
     reached_at = me.DateTimeField(required=True)
     period_key = me.StringField()
     scope = me.StringField()
+    lane = me.IntField()  # the lane whose score_counts map counts this entry
     meta = {
         "collection": "board_entries",
         "indexes": [
@@ -63,11 +76,15 @@ class BoardEntry(me.Document):
     }
 
 
-class BoardStats(me.Document):
-    id = me.StringField(primary_key=True)  # the board key
-    entries = me.IntField(default=0)  # agents with a score above 0
-    max_score = me.IntField(default=0)  # never below the best score on the board
-    meta = {"collection": "boards"}
+class ScoreCounts(me.Document):
+    id = me.StringField(primary_key=True)  # counts_id(board, lane)
+    board = me.StringField(required=True)
+    lane = me.IntField(required=True)
+    counts = me.DictField()  # {"<score>": agents}: scores above 0, no zero counts
+    meta = {
+        "collection": "score_counts",
+        "indexes": [{"fields": ["board"], "name": "by_board"}],
+    }
 
 
 class PeriodRecord(me.Document):
@@ -103,20 +120,20 @@ class AgentRecord(me.Document):
     meta = {"collection": "agents"}
 
 
-DOCUMENTS = (AppliedPoints, BoardEntry, BoardStats, PeriodRecord, PeriodClose, AgentRecord)
+DOCUMENTS = (AppliedPoints, BoardEntry, ScoreCounts, PeriodRecord, PeriodClose, AgentRecord)
 
 APPLIED = "applied_points"
 ENTRIES = "board_entries"
-BOARDS = "boards"
+SCORE_COUNTS = "score_counts"
 PERIODS = "periods"
 CLOSES = "period_closes"
 AGENTS = "agents"
 
-#: Scores are integers, so "at least x" is written `{"$gt": x - 1}`: the local MongoDB-protocol
-#: server drops the boundary value of `$gte` on a descending index key (it returns scores
-#: above x only), and `$gt` means the same on every server.
+#: Scores are integers, so a band of scores `low..high` is written
+#: `{"$gt": low - 1, "$lt": high + 1}`: the local MongoDB-protocol server drops the boundary
+#: value of `$gte` on a descending index key (it returns scores above it only), and the
+#: strict bounds mean the same on every server.
 BOARD_ORDER = [("score", DESCENDING), ("reached_at", ASCENDING), ("agent_id", ASCENDING)]
-REVERSED_ORDER = [("score", ASCENDING), ("reached_at", DESCENDING), ("agent_id", DESCENDING)]
 
 
 def entry_id(board: str, agent_id: str) -> str:
@@ -124,8 +141,18 @@ def entry_id(board: str, agent_id: str) -> str:
     return f"{board}|{agent_id}"
 
 
-def at_least(board: str, score: int) -> dict[str, Any]:
-    return {"board": board, "score": {"$gt": score - 1}}
+def counts_id(board: str, lane: int) -> str:
+    """A count map's `_id`. Unique: the lane is the integer after the last `#`."""
+    return f"{board}#{lane}"
+
+
+def lane_of(doc: dict[str, Any]) -> int:
+    """The lane an entry is counted in; entries stored before lanes existed count in 0."""
+    return int(doc.get("lane") or 0)
+
+
+def score_band(board: str, low: int, high: int) -> dict[str, Any]:
+    return {"board": board, "score": {"$gt": low - 1, "$lt": high + 1}}
 
 
 def change_from_log(doc: dict[str, Any]) -> PointChange:
@@ -147,31 +174,43 @@ class Row:
     agent_id: str
     score: int
     reached_at: datetime
+    lane: int | None = None  # read for the rebuild only
+
+    @property
+    def order(self) -> tuple[int, datetime, str]:
+        return order_key(self.agent_id, Standing(self.score, self.reached_at))
 
 
 def _row(doc: dict[str, Any]) -> Row:
     return Row(doc["agent_id"], doc["score"], doc["reached_at"])
 
 
+def _placed_row(doc: dict[str, Any]) -> Row:
+    return Row(doc["agent_id"], doc["score"], doc["reached_at"], lane_of(doc))
+
+
 _ROW_FIELDS = {"_id": 0, "agent_id": 1, "score": 1, "reached_at": 1}
+_PLACED_FIELDS = {**_ROW_FIELDS, "board": 1, "lane": 1}
 
 
 class BoardReader:
     """Queries on one database (optionally inside a transaction's session).
 
-    Every query is a range of the `rank` index. Pages and neighbours are read as score
-    bands that widen until they hold enough entries, so a server that sorts what a range
-    matched (instead of walking the index in order) still touches a bounded part of the
-    board rather than all of it.
+    A board's histogram (its per-lane count maps, merged) turns positions into scores: a
+    page or a neighbourhood is ONE find on the narrow band of scores that holds it, sorted
+    by the `rank` index and skipped within the band, and a rank is the agents above the
+    agent's score (a sum over the histogram) plus those tied with it and ahead (counted in
+    the index, within the tie only). A server that sorts every match of a range before its
+    limit thus sorts a band, never the part of the board above it.
     """
 
     def __init__(self, db: Database, session: ClientSession | None = None) -> None:
         self.db = db
         self.session = session
 
-    def stats(self, board: str) -> dict[str, Any]:
-        doc = self.db[BOARDS].find_one({"_id": board}, session=self.session)
-        return doc or {"_id": board, "entries": 0, "max_score": 0}
+    def histogram(self, board: str) -> Histogram:
+        docs = self.db[SCORE_COUNTS].find({"board": board}, {"counts": 1}, session=self.session)
+        return merge_counts(doc.get("counts") or {} for doc in docs)
 
     def entry(self, board: str, agent_id: str) -> Row | None:
         doc = self.db[ENTRIES].find_one(
@@ -182,127 +221,96 @@ class BoardReader:
     def _count(self, query: dict[str, Any]) -> int:
         return self.db[ENTRIES].count_documents(query, session=self.session)
 
-    def _find(self, query: dict[str, Any], order: list, limit: int, skip: int = 0) -> list[Row]:
-        cursor = self.db[ENTRIES].find(query, _ROW_FIELDS, session=self.session).sort(order)
-        if skip:
-            cursor = cursor.skip(skip)
-        return [_row(doc) for doc in cursor.limit(limit)]
+    def rank(self, board: str, row: Row, histogram: Histogram) -> int:
+        """1 + the agents above the row's score + those tied with it and ahead.
 
-    @staticmethod
-    def _same_score_ahead(board: str, row: Row) -> list[dict[str, Any]]:
-        """Entries with the same score ahead of `row`: two index ranges, nearest first.
-
-        Two plain ranges rather than one `$or`: every server answers a range from the
-        index, not every one plans an `$or` over it.
+        The tie is counted as two plain ranges of the rank index rather than one `$or`:
+        every server answers a range from the index, not every one plans an `$or` over it.
         """
         same = {"board": board, "score": row.score}
-        return [
-            {**same, "reached_at": row.reached_at, "agent_id": {"$lt": row.agent_id}},
-            {**same, "reached_at": {"$lt": row.reached_at}},
-        ]
+        tied_ahead = self._count({**same, "reached_at": {"$lt": row.reached_at}})
+        tied_ahead += self._count(
+            {**same, "reached_at": row.reached_at, "agent_id": {"$lt": row.agent_id}}
+        )
+        return 1 + ahead_of(histogram, row.score) + tied_ahead
 
-    @staticmethod
-    def _same_score_behind(board: str, row: Row) -> list[dict[str, Any]]:
-        same = {"board": board, "score": row.score}
-        return [
-            {**same, "reached_at": row.reached_at, "agent_id": {"$gt": row.agent_id}},
-            {**same, "reached_at": {"$gt": row.reached_at}},
-        ]
+    def positions(
+        self, board: str, first: int, last: int, histogram: Histogram | None = None
+    ) -> list[Row]:
+        """The entries at positions `first`..`last` (1-based, inclusive) in board order."""
+        if histogram is None:
+            histogram = self.histogram(board)
+        found = band(histogram, first, last)
+        if found is None:
+            return []
+        cursor = (
+            self.db[ENTRIES]
+            .find(score_band(board, found.low, found.high), _ROW_FIELDS, session=self.session)
+            .sort(BOARD_ORDER)
+        )
+        if first - 1 > found.above:
+            cursor = cursor.skip(first - 1 - found.above)
+        return [_row(doc) for doc in cursor.limit(last - first + 1)]
 
-    def rank(self, board: str, row: Row) -> int:
-        """1 + the entries ahead: three ranges of the rank index, counted."""
-        ahead = self._count({"board": board, "score": {"$gt": row.score}})
-        ahead += sum(self._count(query) for query in self._same_score_ahead(board, row))
-        return ahead + 1
-
-    def top(self, board: str, offset: int, limit: int) -> list[Row]:
+    def top(
+        self, board: str, offset: int, limit: int, histogram: Histogram | None = None
+    ) -> list[Row]:
         """Entries offset+1 .. offset+limit in board order."""
-        stats = self.stats(board)
-        wanted = offset + limit
-        if stats["entries"] == 0 or offset >= stats["entries"]:
-            return []
-        floor = 1
-        if wanted < stats["entries"]:
-            floor = self._band_floor(board, stats["max_score"], wanted)
-        return self._find(at_least(board, floor), BOARD_ORDER, limit, skip=offset)
+        return self.positions(board, offset + 1, offset + limit, histogram)
 
-    def _band_floor(self, board: str, max_score: int, wanted: int) -> int:
-        """The highest score such that at least `wanted` entries score at least that much.
+    def neighbours(
+        self, board: str, row: Row, rank: int, k: int, histogram: Histogram
+    ) -> tuple[list[Row], list[Row]]:
+        """Up to k entries just ahead of `row` (at `rank`) and up to k just behind it, in
+        board order: the positions around the rank, read as one band.
 
-        Probes widen from the top (cheap: few entries score that high), then bisect, so no
-        probe counts much more of the board than the page needs, whatever the score spread.
+        The reads of a position are not one snapshot, so a change landing between them can
+        shift the positions by one: the rows are split by their order against `row`, so the
+        row never appears among its own neighbours, nor one behind it among those ahead.
         """
-        insufficient, width = max_score + 1, 1  # fewer than `wanted` score >= insufficient
-        while True:
-            floor = max_score + 1 - width
-            if floor <= 1:
-                sufficient = 1  # the whole board: more than `wanted` entries (caller checks)
-                break
-            if self._count(at_least(board, floor)) >= wanted:
-                sufficient = floor
-                break
-            insufficient, width = floor, width * 2
-        while insufficient - sufficient > 1:
-            middle = (insufficient + sufficient) // 2
-            if self._count(at_least(board, middle)) >= wanted:
-                sufficient = middle
-            else:
-                insufficient = middle
-        return sufficient
-
-    def above(self, board: str, row: Row, k: int, max_score: int) -> list[Row]:
-        """Up to k entries just ahead of `row`, best first."""
         if k == 0:
-            return []
-        found: list[Row] = []
-        for query in self._same_score_ahead(board, row):  # nearest first
-            if len(found) < k:  # a limit of 0 would mean "no limit"
-                found += self._find(query, REVERSED_ORDER, k - len(found))
-        low, width = row.score, 1  # scores in (low, max_score] not yet read
-        while len(found) < k and low < max_score:
-            high = low + width
-            band = {"board": board, "score": {"$gt": low, "$lt": high + 1}}
-            found += self._find(band, REVERSED_ORDER, k - len(found))
-            low, width = high, width * 4
-        return list(reversed(found))
-
-    def below(self, board: str, row: Row, k: int) -> list[Row]:
-        """Up to k entries just behind `row`, in board order."""
-        if k == 0:
-            return []
-        found: list[Row] = []
-        for query in self._same_score_behind(board, row):  # nearest first
-            if len(found) < k:  # a limit of 0 would mean "no limit"
-                found += self._find(query, BOARD_ORDER, k - len(found))
-        high, width = row.score, 1  # scores in [low, high) not yet read
-        while len(found) < k and high > 1:
-            low = max(row.score - width, 1)
-            band = {"board": board, "score": {"$gt": low - 1, "$lt": high}}
-            found += self._find(band, BOARD_ORDER, k - len(found))
-            high, width = low, width * 4
-        return found
+            return [], []
+        rows = self.positions(board, max(rank - k, 1), rank + k, histogram)
+        above = [other for other in rows if other.order < row.order][-k:]
+        below = [other for other in rows if other.order > row.order][:k]
+        return above, below
 
     def names(self, agent_ids: list[str]) -> dict[str, dict[str, Any]]:
-        docs = self.db[AGENTS].find({"_id": {"$in": agent_ids}}, session=self.session)
-        return {doc["_id"]: doc for doc in docs}
+        return find_by_ids(self.db[AGENTS], agent_ids, self.session)
 
     def is_closed(self, period_key: str) -> bool:
         return self.db[CLOSES].find_one({"_id": period_key}, {"_id": 1}) is not None
 
     def agent_entries(self, agent_id: str) -> dict[str, Row]:
-        docs = self.db[ENTRIES].find(
-            {"agent_id": agent_id}, {"_id": 0, "board": 1, **_ROW_FIELDS}, session=self.session
-        )
-        return {doc["board"]: _row(doc) for doc in docs}
+        """The agent's entries by board, with their lanes."""
+        docs = self.db[ENTRIES].find({"agent_id": agent_id}, _PLACED_FIELDS, session=self.session)
+        return {doc["board"]: _placed_row(doc) for doc in docs}
 
     def all_entries(self) -> Iterator[tuple[str, Row]]:
-        for doc in self.db[ENTRIES].find({}, {"_id": 0, "board": 1, **_ROW_FIELDS}):
-            yield doc["board"], _row(doc)
+        """Every entry, with its lane."""
+        for doc in self.db[ENTRIES].find({}, _PLACED_FIELDS):
+            yield doc["board"], _placed_row(doc)
 
     def log(self, agent_id: str | None = None) -> Iterator[PointChange]:
         query = {} if agent_id is None else {"agent_id": agent_id}
         for doc in self.db[APPLIED].find(query, session=self.session):
             yield change_from_log(doc)
+
+    def logged_lane(self, agent_id: str) -> int | None:
+        """The lane the agent's latest logged change was applied from, if it recorded one."""
+        doc = self.db[APPLIED].find_one(
+            {"agent_id": agent_id, "lane": {"$exists": True}},
+            {"lane": 1},
+            sort=[("applied_at", DESCENDING)],
+            session=self.session,
+        )
+        return None if doc is None else int(doc["lane"])
+
+    def stored_counts(self) -> Iterator[tuple[str, int, dict[int, int]]]:
+        """Every count map as stored: (board, lane, {score: count}), zero counts included."""
+        for doc in self.db[SCORE_COUNTS].find({}):
+            counts = {int(score): n for score, n in (doc.get("counts") or {}).items()}
+            yield doc["board"], doc["lane"], counts
 
 
 def display(agent: dict[str, Any] | None) -> tuple[str | None, str | None]:

@@ -1,15 +1,18 @@
 """Applying the points rules through the store, one unit of work at a time.
 
-Every function here runs inside a MongoDB transaction (`uow`): the daily cap counter, the
-balance, the ledger entry and the outgoing event commit together or not at all, and a
+Every function here runs inside a MongoDB transaction (`uow`): the daily cap counters, the
+balances, the ledger entries and the outgoing events commit together or not at all, and a
 write conflict with another instance re-runs the whole function (services/runtime/mongo.py).
+Events come in batches (one Kafka partition's poll): what a batch needs is read by id in a
+few queries per collection, applied in memory in order, and written back with one bulk
+write per collection.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,21 +37,29 @@ from contracts.vocabulary import AgentSnapshot
 from services.points.rules import (
     SHAPES,
     AwardingEvent,
+    Proposal,
     Rule,
     balance_after,
     cap_day,
     capped,
+    is_newer_snapshot,
     problems_with,
     propose,
     rule_for,
 )
 from services.points.store import (
     ACCOUNTS,
-    DAILY_CAPS,
     LEDGER,
     RULE_VERSIONS,
     RULES,
+    append_entries,
     cap_id,
+    find_accounts,
+    find_caps,
+    recorded_award_ids,
+    save_accounts,
+    save_caps,
+    stored_time,
     version_id,
 )
 from services.runtime.errors import BadRequest, Conflict, NotFound, RuleViolation
@@ -59,7 +70,8 @@ _IDS = uuid.UUID("6f1c2a0e-5b7d-4e8a-9c3f-2d4b6a8e0f17")
 
 
 class AlreadyAwarded(Exception):
-    """The ledger already holds this (source event, rule): the transaction is abandoned."""
+    """An admin change whose award id the ledger holds already (an adjustment retried with
+    its Idempotency-Key, a reversal made twice at once): the transaction is abandoned."""
 
 
 @dataclass(frozen=True)
@@ -163,36 +175,155 @@ def _store_version(
 # --- awards from events ---------------------------------------------------------------------
 
 
-def award_points(
-    event: AwardingEvent,
+@dataclass(frozen=True)
+class _Planned:
+    """What one event would award before the batch's state is known: the rule's proposal
+    (None: nothing), the cap it counts against, and the ledger id the award would take."""
+
+    event: AwardingEvent
+    proposal: Proposal | None
+    cap: int | None = None
+    cap_day: str = ""
+    cap_key: str = ""
+    award_id: str = ""
+
+
+def _plan(event: AwardingEvent, rules: Mapping[str, Rule], time_zone: str) -> _Planned:
+    proposal = propose(event, rules[rule_for(event)])
+    if proposal is None:
+        return _Planned(event, None)
+    day = cap_day(event.time, time_zone).isoformat()
+    return _Planned(
+        event,
+        proposal,
+        cap=rules[proposal.rule_id].definition.daily_cap,
+        cap_day=day,
+        cap_key=cap_id(event.data.agent.agent_id, proposal.rule_id, day),
+        award_id=award_id_for(event.id, proposal.rule_id),
+    )
+
+
+@dataclass
+class _Books:
+    """What a batch reads once and then changes in memory, event by event: the accounts
+    and the daily cap counters as stored (with the ones it changed, to write back), and
+    which of the batch's award ids the ledger holds already."""
+
+    accounts: dict[str, dict[str, Any]]
+    caps: dict[str, dict[str, Any]]
+    awarded: set[str]
+    changed_accounts: set[str] = field(default_factory=set)
+    changed_caps: set[str] = field(default_factory=set)
+
+    def account(self, agent_id: str) -> dict[str, Any]:
+        # A new account starts as the upsert of one by one would make it.
+        return self.accounts.setdefault(agent_id, {"_id": agent_id, "balance": 0, "seq": 0})
+
+    def used(self, key: str) -> int:
+        counter = self.caps.get(key)
+        return counter["used"] if counter is not None else 0
+
+    def take(self, plan: _Planned, rule_id: str, points: int) -> None:
+        counter = self.caps.setdefault(
+            plan.cap_key,
+            {
+                "_id": plan.cap_key,
+                "agent_id": plan.event.data.agent.agent_id,
+                "rule_id": rule_id,
+                "day": plan.cap_day,
+                "used": 0,
+            },
+        )
+        counter["used"] += points
+        self.changed_caps.add(plan.cap_key)
+
+    def note_snapshot(self, agent: AgentSnapshot, at: datetime) -> dict[str, Any]:
+        """Keeps the newest snapshot by event time; returns the account."""
+        account = self.account(agent.agent_id)
+        at = stored_time(at)
+        current = account.get("snapshot_at")
+        if is_newer_snapshot(None if current is None else stored_time(current), at):
+            account.update(team_id=agent.team_id, tier=agent.tier, snapshot_at=at)
+            self.changed_accounts.add(agent.agent_id)
+        return account
+
+    def add(self, agent: AgentSnapshot, points: int, at: datetime) -> dict[str, Any]:
+        account = self.note_snapshot(agent, at)
+        account["balance"] = account.get("balance", 0) + points
+        account["seq"] = account.get("seq", 0) + 1
+        self.changed_accounts.add(agent.agent_id)
+        return account
+
+
+def award_batch(
     uow: UnitOfWork,
+    events: Sequence[AwardingEvent],
     rules: Mapping[str, Rule],
     time_zone: str,
     now: datetime,
 ) -> list[Change]:
-    """Applies the rule `event` triggers; the award (if any) is capped by the local day."""
+    """Applies the rules to a batch of events, in order, exactly as one by one would: each
+    award capped by its local day, balances, ledger sequence and snapshots carried from one
+    event to the next in memory. Reads what the batch needs by id (a chunk of ids a
+    query) and writes it back with one bulk write per collection: the per-statement cost
+    of the database dominates, not the data."""
+    seen: set[str] = set()
+    planned = []
+    for event in events:
+        if event.id not in seen:  # a redelivery inside the batch: the first copy counts
+            seen.add(event.id)
+            planned.append(_plan(event, rules, time_zone))
+    awarding = [plan for plan in planned if plan.proposal is not None]
+    books = _Books(
+        accounts=find_accounts(
+            uow.db, {plan.event.data.agent.agent_id for plan in planned}, uow.session
+        ),
+        caps=find_caps(
+            uow.db, {plan.cap_key for plan in awarding if plan.cap is not None}, uow.session
+        ),
+        awarded=recorded_award_ids(uow.db, [plan.award_id for plan in awarding], uow.session),
+    )
+    entries = []
+    changes = []
+    for plan in planned:
+        entry = _apply(books, plan, now)
+        if entry is not None:
+            entries.append(entry)
+            changes.append(Change(entry["rule_id"], entry["delta"], entry))
+    save_accounts(uow.db, [books.accounts[a] for a in books.changed_accounts], uow.session)
+    save_caps(uow.db, [books.caps[key] for key in books.changed_caps], uow.session)
+    append_entries(uow.db, entries, uow.session)
+    for entry in entries:
+        uow.publish(_event_for(entry, uow.source))
+    return changes
+
+
+def _apply(books: _Books, plan: _Planned, now: datetime) -> dict[str, Any] | None:
+    """One event against the batch's books; the ledger entry it adds, if any."""
+    event, proposal = plan.event, plan.proposal
     agent = event.data.agent
-    proposal = propose(event, rules[rule_for(event)])
     if proposal is None:
-        _note_snapshot(uow, agent, event.time)
-        return []
+        books.note_snapshot(agent, event.time)
+        return None
     points = proposal.points
     details = dict(proposal.details)
-    cap = rules[proposal.rule_id].definition.daily_cap
-    if cap is not None:
-        points = _take_from_cap(
-            uow, agent.agent_id, proposal.rule_id, event.time, points, cap, time_zone
-        )
+    if plan.cap is not None:
+        points = capped(points, books.used(plan.cap_key), plan.cap)
         if points < proposal.points:
             details["capped_from"] = proposal.points
         if points == 0:
-            _note_snapshot(uow, agent, event.time)
-            return []  # the day's cap is used up: nothing recorded
-    account = _award_to_account(uow, agent, points, event.time)
-    entry = _record(
-        uow,
+            books.note_snapshot(agent, event.time)
+            return None  # the day's cap is used up: nothing recorded
+    if plan.award_id in books.awarded:
+        # In the ledger already (a replay under another consumer record): this event
+        # changes nothing, the rest of the batch goes on.
+        return None
+    if plan.cap is not None:
+        books.take(plan, proposal.rule_id, points)
+    account = books.add(agent, points, event.time)
+    return _entry(
         account,
-        award_id=award_id_for(event.id, proposal.rule_id),
+        award_id=plan.award_id,
         delta=points,
         rule_id=proposal.rule_id,
         rule_version=proposal.rule_version,
@@ -204,86 +335,25 @@ def award_points(
         details=details,
         now=now,
     )
-    return [Change(proposal.rule_id, points, entry)]
-
-
-def _take_from_cap(
-    uow: UnitOfWork,
-    agent_id: str,
-    rule_id: str,
-    at: datetime,
-    points: int,
-    cap: int,
-    time_zone: str,
-) -> int:
-    """Takes up to `points` from the agent's cap for the local day of `at`; returns what it got.
-
-    The counter is read and written in this transaction: an instance that changed it in the
-    meantime makes this write conflict, and the runtime re-runs the transaction.
-    """
-    day = cap_day(at, time_zone).isoformat()
-    key = cap_id(agent_id, rule_id, day)
-    caps = uow.collection(DAILY_CAPS)
-    # Optimistic: take all of it in one round trip, give back what did not fit (rare).
-    counter: dict[str, Any] = caps.find_one_and_update(  # type: ignore[assignment]
-        {"_id": key},
-        {
-            "$inc": {"used": points},
-            "$setOnInsert": {"agent_id": agent_id, "rule_id": rule_id, "day": day},
-        },
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
-        session=uow.session,
-    )
-    granted = capped(points, counter["used"] - points, cap)
-    if granted < points:
-        caps.update_one({"_id": key}, {"$inc": {"used": granted - points}}, session=uow.session)
-    return granted
 
 
 # --- agents -------------------------------------------------------------------------------
 
 
-def record_agent(event: AgentRegistered | AgentUpdated, uow: UnitOfWork) -> bool:
-    """Keeps the agent's latest team and tier (for adjustments before any activity)."""
-    data = event.data
-    snapshot = AgentSnapshot(agent_id=data.agent_id, team_id=data.team_id, tier=data.tier)
-    _note_snapshot(uow, snapshot, event.time)
-    return True
-
-
-def _note_snapshot(uow: UnitOfWork, agent: AgentSnapshot, at: datetime) -> None:
-    _award_to_account(uow, agent, 0, at)
-
-
-def _award_to_account(
-    uow: UnitOfWork, agent: AgentSnapshot, delta: int, at: datetime
-) -> dict[str, Any]:
-    """Adds a non-negative `delta` and keeps the newest snapshot by event time, in one
-    round trip (the hot path: every awarding event); returns the account as it is now."""
-    newer = {
-        "$or": [
-            {"$eq": [{"$ifNull": ["$snapshot_at", None]}, None]},
-            {"$lte": ["$snapshot_at", at]},
-        ]
-    }
-    return uow.collection(ACCOUNTS).find_one_and_update(  # type: ignore[return-value]
-        {"_id": agent.agent_id},
-        [
-            {
-                "$set": {
-                    "balance": {"$add": [{"$ifNull": ["$balance", 0]}, delta]},
-                    "seq": {"$add": [{"$ifNull": ["$seq", 0]}, 1 if delta else 0]},
-                    "team_id": {"$cond": [newer, agent.team_id, "$team_id"]},
-                    "tier": {"$cond": [newer, agent.tier, "$tier"]},
-                    "snapshot_at": {"$cond": [newer, at, "$snapshot_at"]},
-                }
-            }
-        ],
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
-        session=uow.session,
+def record_agents(uow: UnitOfWork, events: Sequence[AgentRegistered | AgentUpdated]) -> int:
+    """Keeps each agent's latest team and tier (for adjustments before any activity), in
+    one read and one write for the batch; returns how many accounts changed."""
+    books = _Books(
+        accounts=find_accounts(uow.db, {e.data.agent_id for e in events}, uow.session),
+        caps={},
+        awarded=set(),
     )
+    for event in events:
+        data = event.data
+        snapshot = AgentSnapshot(agent_id=data.agent_id, team_id=data.team_id, tier=data.tier)
+        books.note_snapshot(snapshot, event.time)
+    save_accounts(uow.db, [books.accounts[a] for a in books.changed_accounts], uow.session)
+    return len(books.changed_accounts)
 
 
 def _change_balance(uow: UnitOfWork, agent_id: str, delta: int) -> dict[str, Any]:
@@ -311,8 +381,17 @@ def _change_balance(uow: UnitOfWork, agent_id: str, delta: int) -> dict[str, Any
 # --- the ledger ---------------------------------------------------------------------------
 
 
-def _record(
-    uow: UnitOfWork,
+def _record(uow: UnitOfWork, entry: dict[str, Any]) -> None:
+    """Appends one ledger entry (an admin change) and its event; `AlreadyAwarded` when the
+    ledger holds that award id already."""
+    try:
+        uow.collection(LEDGER).insert_one(entry, session=uow.session)
+    except DuplicateKeyError:
+        raise AlreadyAwarded(f"{entry['source_event_id']}/{entry['rule_id']}") from None
+    uow.publish(_event_for(entry, uow.source))
+
+
+def _entry(
     account: dict[str, Any],
     *,
     award_id: str,
@@ -329,9 +408,9 @@ def _record(
     reversed_award_id: str | None = None,
     now: datetime,
 ) -> dict[str, Any]:
-    """Appends the ledger entry for a change already applied to `account`, and its event."""
+    """The ledger entry for a change already applied to `account` (its seq and balance)."""
     team_id, tier = snapshot
-    entry = {
+    return {
         "_id": award_id,
         "agent_id": account["_id"],
         "seq": account["seq"],
@@ -350,46 +429,41 @@ def _record(
         "recorded_at": now,
         "recorded_by": recorded_by,
     }
-    try:
-        uow.collection(LEDGER).insert_one(entry, session=uow.session)
-    except DuplicateKeyError:
-        raise AlreadyAwarded(f"{source_event_id}/{rule_id}") from None
+
+
+def _event_for(entry: dict[str, Any], source: str) -> PointsAwarded | PointsReversed:
+    """The event announcing a ledger entry; its id derives from the award id."""
     change = dict(
-        agent_id=account["_id"],
-        award_id=award_id,
-        delta=delta,
-        rule_id=rule_id,
-        rule_version=rule_version,
-        reason=reason,
-        source_event_id=source_event_id,
-        source_event_type=source_event_type,
-        occurred_at=occurred_at,
-        team_id=team_id,
-        tier=tier,
-        balance=account["balance"],
+        agent_id=entry["agent_id"],
+        award_id=entry["_id"],
+        delta=entry["delta"],
+        rule_id=entry["rule_id"],
+        rule_version=entry["rule_version"],
+        reason=entry["reason"],
+        source_event_id=entry["source_event_id"],
+        source_event_type=entry["source_event_type"],
+        occurred_at=entry["occurred_at"],
+        team_id=entry["team_id"],
+        tier=entry["tier"],
+        balance=entry["balance"],
     )
-    event_id = uuid.uuid5(_IDS, f"points-event|{award_id}")
+    event_id = str(uuid.uuid5(_IDS, f"points-event|{entry['_id']}"))
+    reversed_award_id = entry["reversed_award_id"]
     if reversed_award_id is None:
-        uow.publish(
-            PointsAwarded(
-                id=str(event_id),
-                source=uow.source,
-                subject=account["_id"],
-                time=occurred_at,
-                data=PointsChangeData(**change),
-            )
+        return PointsAwarded(
+            id=event_id,
+            source=source,
+            subject=entry["agent_id"],
+            time=entry["occurred_at"],
+            data=PointsChangeData(**change),
         )
-    else:
-        uow.publish(
-            PointsReversed(
-                id=str(event_id),
-                source=uow.source,
-                subject=account["_id"],
-                time=occurred_at,
-                data=PointsReversedData(**change, reversed_award_id=reversed_award_id),
-            )
-        )
-    return entry
+    return PointsReversed(
+        id=event_id,
+        source=source,
+        subject=entry["agent_id"],
+        time=entry["occurred_at"],
+        data=PointsReversedData(**change, reversed_award_id=reversed_award_id),
+    )
 
 
 # --- admin changes --------------------------------------------------------------------------
@@ -413,8 +487,7 @@ def adjust(
         )
     award_id = adjustment_id or uuid.uuid4().hex
     account = _change_balance(uow, agent_id, delta)
-    entry = _record(
-        uow,
+    entry = _entry(
         account,
         award_id=award_id,
         delta=delta,
@@ -428,6 +501,7 @@ def adjust(
         recorded_by=actor,
         now=now,
     )
+    _record(uow, entry)
     return Change(ADJUSTMENT_RULE_ID, delta, entry)
 
 
@@ -450,8 +524,7 @@ def reverse(
         )
     delta = -award["delta"]
     account = _change_balance(uow, agent_id, delta)
-    entry = _record(
-        uow,
+    entry = _entry(
         account,
         award_id=award_id_for(award_id, REVERSAL_RULE_ID),
         delta=delta,
@@ -467,4 +540,5 @@ def reverse(
         reversed_award_id=award_id,
         now=now,
     )
+    _record(uow, entry)
     return Change(REVERSAL_RULE_ID, delta, entry)

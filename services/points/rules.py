@@ -255,6 +255,12 @@ def cap_day(moment: datetime, time_zone: str) -> date:
     return local_date(moment, time_zone)
 
 
+def is_newer_snapshot(current_at: datetime | None, at: datetime) -> bool:
+    """Whether an event at `at` carries the agent's latest team and tier: a late, older
+    event does not overwrite a newer one; at the same time the one handled later wins."""
+    return current_at is None or current_at <= at
+
+
 def balance_after(balance: int, delta: int) -> int | None:
     """The balance after a change, or None when it would go below zero (refused)."""
     after = balance + delta

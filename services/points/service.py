@@ -4,7 +4,6 @@ events into an append-only ledger, keeps balances, and serves them over HTTP."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -38,10 +37,11 @@ from services.points import handlers, store
 from services.points.dependencies import PointsCounters, PointsSettings, RuleTable
 from services.points.rules import SHAPES, AwardingEvent
 from services.runtime import operations
+from services.runtime.batches import EventBatch
 from services.runtime.errors import ApiError, BadRequest, Conflict
 from services.runtime.http import http, parse_body, parse_query, require
 from services.runtime.kafka import consume
-from services.runtime.mongo import Mongo, UnitOfWork
+from services.runtime.mongo import Handled, Mongo, UnitOfWork
 from services.runtime.settings import ServiceSettings
 
 _ID = TypeAdapter(Id)
@@ -94,34 +94,31 @@ class PointsService(operations.ConsumerEndpoints):
     @consume(
         LEARNING_PROGRESS, types=[ModuleCompleted.TYPE, AssessmentGraded.TYPE, CourseCompleted.TYPE]
     )
-    def on_progress(self, event: AwardingEvent) -> Any:
-        return self._award(event)
+    def on_progress(self, batch: EventBatch[AwardingEvent]) -> Any:
+        return self._award(batch)
 
     @consume(WORK_TICKETS, types=[TicketResolved.TYPE])
-    def on_ticket(self, event: TicketResolved) -> Any:
-        return self._award(event)
+    def on_ticket(self, batch: EventBatch[TicketResolved]) -> Any:
+        return self._award(batch)
 
     @consume(GAMIFICATION_BADGES, types=[BadgeAwarded.TYPE])
-    def on_badge(self, event: BadgeAwarded) -> Any:
-        return self._award(event)
+    def on_badge(self, batch: EventBatch[BadgeAwarded]) -> Any:
+        return self._award(batch)
 
     @consume(PEOPLE_AGENTS, types=[AgentRegistered.TYPE, AgentUpdated.TYPE])
-    def on_agent(self, event: AgentRegistered | AgentUpdated) -> Any:
-        return self.db.handle_once(ROSTER_CONSUMER, event, partial(handlers.record_agent, event))
+    def on_agent(self, batch: EventBatch[AgentRegistered | AgentUpdated]) -> Any:
+        return self.db.handle_batch(ROSTER_CONSUMER, batch.events, handlers.record_agents)
 
-    def _award(self, event: AwardingEvent) -> Any:
-        def work(uow: UnitOfWork) -> list[handlers.Change]:
+    def _award(self, batch: EventBatch[Any]) -> Handled[list[handlers.Change]]:
+        def work(uow: UnitOfWork, events: list[AwardingEvent]) -> list[handlers.Change]:
             rules = self.rules.current(uow)
             now = datetime.now(UTC)
-            return handlers.award_points(event, uow, rules, self.settings.time_zone, now)
+            return handlers.award_batch(uow, events, rules, self.settings.time_zone, now)
 
-        try:
-            changes = self.db.handle_once(AWARDS_CONSUMER, event, work)
-        except handlers.AlreadyAwarded:
-            return None  # in the ledger already (a replay under another consumer record)
-        if changes:
-            self.counters.count(changes)
-        return changes
+        handled = self.db.handle_batch(AWARDS_CONSUMER, batch.events, work)
+        if handled.result:  # after the commit: a retried transaction must not count twice
+            self.counters.count(handled.result)
+        return handled
 
     # --- balance and history --------------------------------------------------------------
 

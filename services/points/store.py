@@ -10,6 +10,7 @@ import base64
 import binascii
 import contextlib
 import json
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,12 +21,13 @@ from mongoengine import (
     IntField,
     StringField,
 )
-from pymongo import DESCENDING
+from pymongo import DESCENDING, UpdateOne
+from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import CollectionInvalid
 
 from contracts.api.points import REVERSAL_RULE_ID
-from services.runtime.mongo import PROCESSED_EVENTS
+from services.runtime.mongo import PROCESSED_EVENTS, find_by_ids
 from services.runtime.outbox import OUTBOX, ensure_outbox_indexes
 
 
@@ -145,6 +147,90 @@ def cap_id(agent_id: str, rule_id: str, day: str) -> str:
 
 def version_id(rule_id: str, version: int) -> str:
     return f"{rule_id}@{version}"
+
+
+# --- batches: one read and one write per collection ----------------------------------------
+#
+# Inside a transaction (snapshot isolation): an account or counter another instance changed
+# after this transaction read it makes the write below conflict, and the transaction re-runs.
+
+#: The account fields an award or a snapshot changes.
+ACCOUNT_FIELDS = ("balance", "seq", "team_id", "tier", "snapshot_at")
+
+
+def stored_time(moment: datetime) -> datetime:
+    """`moment` as the database keeps it (BSON dates are UTC milliseconds): times compared
+    in memory with stored ones must be cut the same way to decide as the database would."""
+    if moment.tzinfo is None:  # read through a client that is not time zone aware
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def find_accounts(
+    db: Database, agent_ids: Collection[str], session: ClientSession | None = None
+) -> dict[str, dict[str, Any]]:
+    return find_by_ids(db[ACCOUNTS], agent_ids, session)
+
+
+def find_caps(
+    db: Database, cap_ids: Collection[str], session: ClientSession | None = None
+) -> dict[str, dict[str, Any]]:
+    return find_by_ids(db[DAILY_CAPS], cap_ids, session)
+
+
+def recorded_award_ids(
+    db: Database, award_ids: Collection[str], session: ClientSession | None = None
+) -> set[str]:
+    """Which of `award_ids` the ledger holds already."""
+    return set(find_by_ids(db[LEDGER], award_ids, session, projection={"_id": 1}))
+
+
+def save_accounts(
+    db: Database, accounts: Iterable[dict[str, Any]], session: ClientSession | None = None
+) -> None:
+    """Writes accounts computed in memory (created when new)."""
+    writes = [
+        UpdateOne(
+            {"_id": account["_id"]},
+            {"$set": {name: account[name] for name in ACCOUNT_FIELDS if name in account}},
+            upsert=True,
+        )
+        for account in accounts
+    ]
+    if writes:
+        db[ACCOUNTS].bulk_write(writes, session=session)
+
+
+def save_caps(
+    db: Database, counters: Iterable[dict[str, Any]], session: ClientSession | None = None
+) -> None:
+    """Writes daily cap counters computed in memory (created when new)."""
+    writes = [
+        UpdateOne(
+            {"_id": counter["_id"]},
+            {
+                "$set": {"used": counter["used"]},
+                "$setOnInsert": {
+                    "agent_id": counter["agent_id"],
+                    "rule_id": counter["rule_id"],
+                    "day": counter["day"],
+                },
+            },
+            upsert=True,
+        )
+        for counter in counters
+    ]
+    if writes:
+        db[DAILY_CAPS].bulk_write(writes, session=session)
+
+
+def append_entries(
+    db: Database, entries: list[dict[str, Any]], session: ClientSession | None = None
+) -> None:
+    """Appends ledger entries, in order (a duplicate award id fails the whole write)."""
+    if entries:
+        db[LEDGER].insert_many(entries, session=session)
 
 
 # --- history paging ------------------------------------------------------------------------

@@ -2,14 +2,17 @@
 service that feeds it, with every rule about offsets in this file.
 
 - One green thread polls, and only it touches the kafka-python consumer (not thread-safe).
-- Records of one partition are handled one after another (Kafka keys are agent ids, so an
-  agent's events stay in order); partitions are handled concurrently.
+- The records of one partition from one poll go to each entrypoint as one batch, handled
+  in one database transaction (Kafka keys are agent ids, so an agent's events stay in
+  order); partitions are handled concurrently, those of reference topics (roster,
+  catalogue) first.
 - An offset is committed only once its handler's transaction has committed, as the
   contiguous run of finished offsets (`last + 1`): at-least-once delivery, made effectively
   once by the handled-event ids the handlers record (services/runtime/mongo.py).
-- A malformed message goes straight to `dlq.<service>`; a handler that keeps failing is
-  retried with backoff, then dead-lettered; an unknown event type is counted and skipped.
-  None of them stops the partition.
+- A malformed message goes straight to `dlq.<service>`; a batch that fails is split into
+  batches of one, and an event that keeps failing alone is retried with backoff, then
+  dead-lettered; an unknown event type is counted and skipped. None of them stops the
+  partition.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ from pymongo.errors import ConnectionFailure
 
 from contracts.envelope import CloudEvent
 from contracts.parsing import MalformedEvent, UnknownEventType, parse_event
+from contracts.topics import REFERENCE_TOPICS
+from services.runtime.batches import EventBatch
 from services.runtime.dead_letters import dead_letter_for
 from services.runtime.lifecycle import Lifecycle
 from services.runtime.metrics import ServiceMetrics, known_types_for_topic
+from services.runtime.mongo import Handled
 from services.runtime.publisher import KafkaPublisher, PublishError
 from services.runtime.settings import RuntimeSettings, settings_from_config
 
@@ -45,9 +51,6 @@ log = logging.getLogger(__name__)
 
 #: Handler errors that mean "the database cannot be reached": retried without limit.
 DATABASE_UNREACHABLE = (ConnectionFailure,)
-
-#: What a consuming method returns when `ServiceDatabase.handle_once` found a redelivery.
-ALREADY_HANDLED = None
 
 
 class OffsetTracker:
@@ -171,8 +174,11 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                 if batch:
                     for partition, records in batch.items():
                         self.tracker.start(partition, records[0].offset)
-                        pool.spawn(self._handle_partition, partition, records)
-                    pool.waitall()
+                    # Reference data (roster, catalogue) first, then everything else.
+                    for partitions in self._in_dependency_order(batch):
+                        for partition in partitions:
+                            pool.spawn(self._handle_partition, partition, batch[partition])
+                        pool.waitall()
                     self._commit()
                 self._report_lag()
         finally:
@@ -181,6 +187,12 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                 self._consumer.close(autocommit=False)
                 self._consumer = None
             self._stopped.send(True)
+
+    def _in_dependency_order(self, batch: dict[Any, Any]) -> list[list[Any]]:
+        """The polled partitions in two waves: those of reference topics, then the rest;
+        partitions of one wave are handled concurrently."""
+        reference = [p for p in batch if self._logical(p.topic) in REFERENCE_TOPICS]
+        return [wave for wave in (reference, [p for p in batch if p not in reference]) if wave]
 
     def _connect(self, topics: list[str]) -> KafkaConsumer:
         s = self.settings
@@ -262,73 +274,137 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
     # --- handling (one green thread per partition in the batch) ------------------------
 
     def _handle_partition(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """Parses the partition's records, gives each entrypoint its events as one batch,
+        and finishes every record whose entrypoints all got through (handled, skipped or
+        dead-lettered). On stop, what is unfinished stays uncommitted for the next owner."""
+        topic = self._logical(partition.topic)
+        families = self.metrics.families
+        waiting: dict[int, int] = {}  # offset -> entrypoints still to get through
+        batches: dict[KafkaEntrypoint, list[tuple[ConsumerRecord, CloudEvent]]] = {}
         for record in records:
+            event = self._parse(record, topic)
+            if event is None:
+                if not self._running:
+                    return
+                continue  # handled already: skipped or dead-lettered
+            entrypoints = [p for p in self._providers if p.topic == topic and p.accepts(event.type)]
+            if not entrypoints:
+                families.events_consumed.labels(topic, event.type, "ignored").inc()
+            waiting[record.offset] = len(entrypoints)
+            for entrypoint in entrypoints:
+                batches.setdefault(entrypoint, []).append((record, event))
+        for offset, count in waiting.items():
+            if count == 0:
+                self.tracker.finish(partition, offset)
+        for entrypoint, items in batches.items():
+            for record, _ in self._through(entrypoint, items, topic, partition.partition):
+                waiting[record.offset] -= 1
+                if waiting[record.offset] == 0:
+                    self.tracker.finish(partition, record.offset)
             if not self._running:
-                return  # stop: leave the rest uncommitted for the next owner
-            if self._handle_record(record):
-                self.tracker.finish(partition, record.offset)
-            else:
-                return  # not finished (stopping, or the dead-letter topic unreachable)
+                return
 
-    def _handle_record(self, record: ConsumerRecord) -> bool:
-        """True when the record is done with: handled, skipped or dead-lettered."""
-        topic = self._logical(record.topic)
+    def _parse(self, record: ConsumerRecord, topic: str) -> CloudEvent | None:
+        """The record's event; None once a record that is not one was skipped or
+        dead-lettered (the record is then finished here)."""
         families = self.metrics.families
         try:
-            event = parse_event(record.value)
+            return parse_event(record.value)
         except UnknownEventType as unknown:
             families.events_consumed.labels(topic, "unknown", "ignored").inc()
             log.info("skipping unknown event type %s", unknown.envelope.type)
-            return True
+            finished = True
         except MalformedEvent as error:
-            return self._dead_letter(record, topic, "malformed", str(error), 0, None)
+            finished = self._dead_letter(record, topic, "malformed", str(error), 0, None)
+        if finished:
+            self.tracker.finish(TopicPartition(record.topic, record.partition), record.offset)
+        return None
 
-        entrypoints = [p for p in self._providers if p.topic == topic and p.accepts(event.type)]
-        if not entrypoints:
-            families.events_consumed.labels(topic, event.type, "ignored").inc()
-            return True
-        for entrypoint in entrypoints:
-            if not self._run_with_retries(entrypoint, event, record, topic):
-                return False
-        return True
+    def _through(
+        self,
+        entrypoint: KafkaEntrypoint,
+        items: list[tuple[ConsumerRecord, CloudEvent]],
+        topic: str,
+        lane: int,
+    ) -> list[tuple[ConsumerRecord, CloudEvent]]:
+        """Runs `items` through `entrypoint` as one batch; returns the items it got through.
 
-    def _run_with_retries(
-        self, entrypoint: KafkaEntrypoint, event: CloudEvent, record: ConsumerRecord, topic: str
-    ) -> bool:
+        A batch that fails for a reason other than the database being away is split into
+        batches of one, so that only a poison message is retried and dead-lettered and the
+        rest of the batch still commits.
+        """
         families = self.metrics.families
         s = self.settings
+        batch = EventBatch(tuple(event for _, event in items), lane)
         started = time.monotonic()
-        families.events_in_progress.inc()
+        families.events_in_progress.inc(len(items))
+        families.batch_size.observe(len(items))
+        attempt = 0
         try:
-            attempt = 0
             while True:
                 try:
-                    result, exc_info = entrypoint.handle(event)
+                    result, exc_info = entrypoint.handle(batch)
                 except ContainerBeingKilled:
-                    return False
+                    return []
                 if exc_info is None:
-                    outcome = "duplicate" if result is ALREADY_HANDLED else "handled"
-                    families.events_consumed.labels(topic, event.type, outcome).inc()
-                    families.last_consume_success.set(time.time())
-                    return True
+                    self._count_handled(topic, batch, result, time.monotonic() - started)
+                    return items
                 error = f"{exc_info[0].__name__}: {exc_info[1]}"
+                database_away = issubclass(exc_info[0], DATABASE_UNREACHABLE)
+                if len(items) > 1 and not database_away:
+                    log.warning(
+                        "a batch of %d failed in %s (%s); handling its events one by one",
+                        len(items),
+                        entrypoint.method_name,
+                        error,
+                    )
+                    return self._one_by_one(entrypoint, items, topic, lane)
                 # The database being away is no fault of the message: wait for it without
                 # using up attempts, or a long outage would dead-letter good messages.
-                if not issubclass(exc_info[0], DATABASE_UNREACHABLE):
+                if not database_away:
                     attempt += 1
                 if attempt >= s.handler_max_attempts:
-                    return self._dead_letter(record, topic, "handler_failed", error, attempt, event)
-                families.handler_retries.labels(event.type).inc()
+                    record, event = items[0]
+                    if self._dead_letter(record, topic, "handler_failed", error, attempt, event):
+                        return items
+                    return []
+                for event in batch.events:
+                    families.handler_retries.labels(event.type).inc()
                 log.warning(
                     "handler %s failed (attempt %d): %s", entrypoint.method_name, attempt, error
                 )
                 backoff = s.handler_retry_backoff_seconds * 2 ** max(attempt - 1, 0)
                 eventlet.sleep(min(backoff, s.handler_retry_backoff_max_seconds))
                 if not self._running:
-                    return False
+                    return []
         finally:
-            families.events_in_progress.dec()
-            families.handler_latency.labels(event.type).observe(time.monotonic() - started)
+            families.events_in_progress.dec(len(items))
+
+    def _one_by_one(
+        self,
+        entrypoint: KafkaEntrypoint,
+        items: list[tuple[ConsumerRecord, CloudEvent]],
+        topic: str,
+        lane: int,
+    ) -> list[tuple[ConsumerRecord, CloudEvent]]:
+        through = []
+        for item in items:
+            if not self._running or not self._through(entrypoint, [item], topic, lane):
+                break  # order within the partition: nothing after an unfinished event
+            through.append(item)
+        return through
+
+    def _count_handled(
+        self, topic: str, batch: EventBatch[CloudEvent], result: Any, seconds: float
+    ) -> None:
+        families = self.metrics.families
+        for event in batch.events:
+            duplicate = isinstance(result, Handled) and not result.is_fresh(event.id)
+            outcome = "duplicate" if duplicate else "handled"
+            families.events_consumed.labels(topic, event.type, outcome).inc()
+            # Each event waited for its whole batch: that is its handling time.
+            families.handler_latency.labels(event.type).observe(seconds)
+        families.last_consume_success.set(time.time())
 
     def _dead_letter(
         self,
@@ -371,7 +447,9 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
 
 
 class KafkaEntrypoint(Entrypoint):
-    """`@consume(topic, types=...)`: the method is called with the parsed event."""
+    """`@consume(topic, types=...)`: the method is called with an `EventBatch` of the
+    partition's events it accepts, and handles them in one transaction
+    (`ServiceDatabase.handle_batch`)."""
 
     consumer = KafkaConsumerExtension()
 
@@ -390,11 +468,11 @@ class KafkaEntrypoint(Entrypoint):
     def accepts(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
 
-    def handle(self, event: CloudEvent) -> tuple[Any, Any]:
-        """Runs one worker for `event`; returns (result, exc_info) once it finished."""
+    def handle(self, batch: EventBatch[CloudEvent]) -> tuple[Any, Any]:
+        """Runs one worker for `batch`; returns (result, exc_info) once it finished."""
         done: Event = Event()
         self.container.spawn_worker(
-            self, (event,), {}, handle_result=partial(self._handle_result, done)
+            self, (batch,), {}, handle_result=partial(self._handle_result, done)
         )
         return done.wait()
 

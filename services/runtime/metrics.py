@@ -28,6 +28,7 @@ from contracts.events import EVENT_TYPES
 disable_created_metrics()
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 CONSUME_OUTCOMES = ("handled", "duplicate", "ignored", "dead_lettered")
 DEAD_LETTER_REASONS = ("malformed", "handler_failed")
 
@@ -47,9 +48,15 @@ class MetricFamilies:
         )
         self.handler_latency = Histogram(
             "skillquest_event_handler_duration_seconds",
-            "Time to handle one event, retries included",
+            "Time to handle one event (its whole batch), retries included",
             ["type"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "skillquest_event_batch_size",
+            "Events handled together in one transaction",
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.handler_retries = Counter(

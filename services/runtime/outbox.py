@@ -1,6 +1,10 @@
 """The outbox relay: publishes events that units of work committed to the `outbox`
 collection, in commit order, and marks them sent.
 
+One outbox document holds every event of one unit of work (a consumed batch commits one
+document, not one per event): pending documents stay few under load, so finding the next
+ones stays cheap even on a server that reads every match of a query before its limit.
+
 A crash between publishing and marking sends the event again on restart: consumers dedupe
 by event id, so it is applied once. One instance of a service relays at a time (a lease in
 the database), which keeps one agent's events in order when several replicas run.
@@ -35,26 +39,52 @@ BACKLOG_REPORT_SECONDS = 1.0
 OUTBOX = "outbox"
 LEASES = "leases"
 RELAY_LEASE = "outbox-relay"
+LEGACY_EVENT_ID_INDEX = "event_id"
 
 
-def outbox_record(event: CloudEvent, now: datetime) -> dict[str, Any]:
-    """The outbox document for an event; `_id` (an ObjectId) gives the commit order."""
+def outbox_record(events: list[CloudEvent], now: datetime) -> dict[str, Any]:
+    """The outbox document for one unit of work's events, in the order they were queued;
+    `_id` (an ObjectId) gives the commit order."""
     return {
-        "event_id": event.id,
-        "type": event.type,
-        "topic": TOPIC_OF_TYPE[event.type],
-        "key": event.subject,
-        "value": event.to_json_bytes(),
+        "events": [
+            {
+                "event_id": event.id,
+                "type": event.type,
+                "topic": TOPIC_OF_TYPE[event.type],
+                "key": event.subject,
+                "value": event.to_json_bytes(),
+            }
+            for event in events
+        ],
+        "count": len(events),
         "created_at": now,
         "sent_at": None,
     }
 
 
+def events_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of an outbox document; a document of the earlier one-event-per-document
+    layout (written before an upgrade, still pending) is its own single event."""
+    events: list[dict[str, Any]] = doc.get("events", [doc])
+    return events
+
+
+def outbox_events(db: Database, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every event in the outbox (matching `query` on the documents), in commit order."""
+    docs = db[OUTBOX].find(query or {}).sort("_id", 1)
+    return [event for doc in docs for event in events_of(doc)]
+
+
 def ensure_outbox_indexes(db: Database) -> None:
-    # Pending events in commit order; sent ones kept a week for inspection, then dropped.
+    # The earlier layout's unique index on a top-level event id would reject every
+    # document of this layout after the first (none has that field): drop it.
+    if LEGACY_EVENT_ID_INDEX in db[OUTBOX].index_information():
+        db[OUTBOX].drop_index(LEGACY_EVENT_ID_INDEX)
+    # Pending documents in commit order; sent ones kept a week for inspection, then dropped.
     db[OUTBOX].create_index([("sent_at", 1), ("_id", 1)], name="pending_in_order")
     db[OUTBOX].create_index("sent_at", name="sent_ttl", expireAfterSeconds=7 * 24 * 3600)
-    db[OUTBOX].create_index("event_id", name="event_id", unique=True)
+    # An event id is written once, whatever unit of work tries again (derived ids).
+    db[OUTBOX].create_index("events.event_id", name="event_ids", unique=True)
 
 
 class Lease:
@@ -166,39 +196,50 @@ class OutboxRelay(Extension):
         self._wake = Event()
 
     def relay_once(self) -> int:
-        """Publishes one batch of pending events; returns how many were published."""
-        pending = list(
-            self.db[OUTBOX]
-            .find({"sent_at": None}, {"topic": 1, "key": 1, "value": 1, "type": 1})
-            .sort("_id", 1)
-            .limit(self.settings.outbox_batch_size)
-        )
+        """Publishes the events of the oldest pending documents (about `outbox_batch_size`
+        events); returns how many were published."""
+        pending = []
+        events = 0
+        for doc in self.db[OUTBOX].find({"sent_at": None}).sort("_id", 1):
+            pending.append(doc)
+            events += len(events_of(doc))
+            if events >= self.settings.outbox_batch_size:
+                break
         if not pending:
             return 0
-        messages = [OutgoingMessage(r["topic"], r["key"], bytes(r["value"])) for r in pending]
-        outcomes = self.publisher.send_all(messages)
-        # Stop at the first failure: marking later ones sent would let them overtake it.
+        messages = [
+            OutgoingMessage(e["topic"], e["key"], bytes(e["value"]))
+            for doc in pending
+            for e in events_of(doc)
+        ]
+        outcomes = iter(self.publisher.send_all(messages))
+        # Stop at the first document not wholly acknowledged: marking later ones sent would
+        # let them overtake it. Its acknowledged events go again: consumers dedupe by id.
         sent = []
-        for record, ok in zip(pending, outcomes, strict=True):
-            if not ok:
+        for doc in pending:
+            if not all([next(outcomes) for _ in events_of(doc)]):
                 break
-            sent.append(record)
+            sent.append(doc)
+        published = sum(len(events_of(doc)) for doc in sent)
         if sent:
             self.db[OUTBOX].update_many(
-                {"_id": {"$in": [r["_id"] for r in sent]}},
+                {"_id": {"$in": [doc["_id"] for doc in sent]}},
                 {"$set": {"sent_at": datetime.now(UTC)}},
             )
-            for record in sent:
-                self.metrics.families.events_published.labels(record["topic"], record["type"]).inc()
+            for doc in sent:
+                for e in events_of(doc):
+                    self.metrics.families.events_published.labels(e["topic"], e["type"]).inc()
         if len(sent) < len(pending):
-            raise PublishError(f"{len(pending) - len(sent)} events not acknowledged")
-        return len(sent)
+            raise PublishError(f"{len(messages) - published} events not acknowledged")
+        return published
 
     def _report_backlog(self) -> None:
         families = self.metrics.families
-        families.outbox_backlog.set(self.db[OUTBOX].count_documents({"sent_at": None}))
-        oldest = self.db[OUTBOX].find_one({"sent_at": None}, {"created_at": 1}, sort=[("_id", 1)])
+        pending = list(
+            self.db[OUTBOX].find({"sent_at": None}, {"count": 1, "created_at": 1}).sort("_id", 1)
+        )
+        families.outbox_backlog.set(sum(doc.get("count", 1) for doc in pending))
         age = 0.0
-        if oldest:
-            age = (datetime.now(UTC) - oldest["created_at"]).total_seconds()
+        if pending:
+            age = (datetime.now(UTC) - pending[0]["created_at"]).total_seconds()
         families.outbox_oldest_age.set(max(age, 0.0))

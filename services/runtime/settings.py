@@ -31,7 +31,9 @@ class RuntimeSettings(BaseModel):
     consumer_session_timeout_ms: int = Field(10_000, ge=6_000)
     consumer_heartbeat_interval_ms: int = Field(1_000, ge=100)
     #: Bounds how long one slow partition holds up the next poll (and every commit).
-    consumer_max_poll_records: int = Field(100, ge=1)
+    #: Also the largest batch a handler gets (one transaction): bigger batches mean fewer
+    #: database round trips per event, up to the point where a conflict retries too much.
+    consumer_max_poll_records: int = Field(500, ge=1)
     handler_max_attempts: int = Field(5, ge=1, description="Then the message is dead-lettered")
     handler_retry_backoff_seconds: float = Field(0.2, ge=0)
     handler_retry_backoff_max_seconds: float = Field(5.0, ge=0)

@@ -68,7 +68,11 @@ def test_sigterm_turns_unready_then_finishes_and_commits_in_flight_work(
     broker: Any, database: Any, tmp_path: Any
 ) -> None:
     prefix = unique_prefix()
-    deployment = Deployment(broker, database, prefix, tmp_path)
+    # Small polls (so small batches): the stream takes many batches, and the stop lands
+    # between some of them.
+    deployment = Deployment(
+        broker, database, prefix, tmp_path, runtime={"consumer_max_poll_records": 5}
+    )
     config = deployment.config()
     ensure_topics(broker.bootstrap, [prefix + topic for topic in ALL_TOPICS])
     points = ServiceProcess("points", 1, config, tmp_path).start().wait_ready(90)

@@ -7,7 +7,6 @@ and published through the outbox by an HTTP call.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import eventlet
@@ -17,6 +16,7 @@ from pydantic import BaseModel
 from contracts.events import TicketResolved, TicketResolvedData
 from contracts.topics import WORK_TICKETS
 from contracts.vocabulary import AgentSnapshot
+from services.runtime.batches import EventBatch, each
 from services.runtime.http import http, parse_body
 from services.runtime.kafka import consume
 from services.runtime.mongo import Mongo, UnitOfWork
@@ -53,8 +53,8 @@ class SampleService(OperationalEndpoints):
     config = Config()
 
     @consume(WORK_TICKETS, types=[TicketResolved.TYPE])
-    def on_ticket(self, event: TicketResolved) -> Any:
-        result = self.db.handle_once("on_ticket", event, partial(count_ticket, event))
+    def on_ticket(self, batch: EventBatch[TicketResolved]) -> Any:
+        result = self.db.handle_batch("on_ticket", batch.events, each(count_ticket))
         if self.config.get("HANG_AFTER_HANDLING"):
             eventlet.sleep(3600)  # the test kills us here: handled, offset not committed
         return result

@@ -1,14 +1,18 @@
 """The badges service against the real broker and database: awards from events (once,
 whatever the order and redelivery), through the outbox, read over HTTP, and credentials a
-verifier can check. One running service is shared; each test uses its own agents."""
+verifier can check. One running service is shared; each test uses its own agents. And a
+batch in one transaction against the database alone: what one transaction per event leaves."""
 
 from __future__ import annotations
 
 import base64
 import json
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -38,8 +42,14 @@ from contracts.events import (
 from contracts.topics import GAMIFICATION_BADGES
 from contracts.vocabulary import AgentSnapshot
 from services.badges.credentials import key_from_pem, verify
+from services.badges.handlers import handle_agent_event, handle_agent_events, handle_catalog_event
 from services.badges.service import BadgesService
+from services.badges.store import AGENTS, AWARDS, DOCUMENTS, FACTS
+from services.runtime.batches import each
+from services.runtime.mongo import ServiceDatabase
+from services.runtime.outbox import outbox_events
 from services.runtime.settings import settings_from_config
+from tests.support.databases import fresh_service_database
 from tests.support.harness import (
     EventBus,
     base_url,
@@ -50,6 +60,12 @@ from tests.support.harness import (
     wait_until,
 )
 from tests.support.schemas import schema_errors as errors
+from tests.unit.test_badges_handlers import (
+    SMALL,
+    agent_event_stream,
+    course_event,
+    random_split,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -374,3 +390,54 @@ def test_definitions_credentials_and_the_published_key(config, bus, stack):
     finally:
         client.close()
     assert key_from_pem(stored["private_pem"]).public_jwk() == method["publicKeyJwk"]
+
+
+# --- a batch in one transaction, against the database alone ---------------------------------
+
+
+@pytest.fixture
+def two_databases(database) -> Iterator[tuple[ServiceDatabase, ServiceDatabase]]:
+    """Two new databases with the service's collections and indexes."""
+    client: MongoClient = MongoClient(database.uri, tz_aware=True)
+    made = [fresh_service_database(client, "badges", DOCUMENTS) for _ in range(2)]
+    yield made[0], made[1]
+    for service_db in made:
+        client.drop_database(service_db.db.name)
+    client.close()
+
+
+def left_in(service_db: ServiceDatabase) -> dict[str, Any]:
+    """The documents badges keeps and the outgoing events in commit order."""
+    db = service_db.db
+    left: dict[str, Any] = {
+        name: list(db[name].find({}).sort("_id")) for name in (FACTS, AWARDS, AGENTS)
+    }
+    left["outbox"] = outbox_events(db)
+    return left
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_batch_in_one_transaction_leaves_what_one_per_event_leaves(two_databases, seed):
+    rng = random.Random(seed)
+    events = agent_event_stream(rng, 120, agents=5)
+    single, batched = two_databases
+    for service_db in (single, batched):
+        catalogue = [course_event("ch1", 1), course_event("ch2", 2)]
+        service_db.handle_batch(
+            "catalog", catalogue, each(partial(handle_catalog_event, rules=SMALL))
+        )
+
+    per_event = each(partial(handle_agent_event, rules=SMALL))
+    for event in events:
+        single.handle_batch("progress", [event], per_event)
+    batch_work = partial(handle_agent_events, rules=SMALL)
+    results = [
+        batched.handle_batch("progress", batch, batch_work) for batch in random_split(rng, events)
+    ]
+
+    expected, got = left_in(single), left_in(batched)
+    assert got == expected
+    assert len(got["outbox"]) == len(got[AWARDS]) == sum(len(r.result or []) for r in results) > 5
+    assert {award["badge_id"] for award in got[AWARDS]} == set(SMALL.by_id)
+    # Strangers are named by period closes before any event of theirs shows their snapshot.
+    assert any(award["agent_id"].startswith("stranger") for award in got[AWARDS])

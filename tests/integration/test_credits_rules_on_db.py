@@ -19,9 +19,10 @@ from services.credits.bank import to_millis
 from services.credits.handlers import Actor
 from services.credits.policy import CreditsSettings, Policy
 from services.credits.readiness import DEFAULT_REQUIREMENTS_FILE, RequirementTable
+from services.runtime.batches import each
 from services.runtime.errors import Conflict, NotFound
 from services.runtime.mongo import ServiceDatabase
-from services.runtime.outbox import OUTBOX, ensure_outbox_indexes
+from services.runtime.outbox import ensure_outbox_indexes, outbox_events
 from tests.integration.credits_support import completed, promoted, published, registered
 
 pytestmark = pytest.mark.integration
@@ -54,16 +55,17 @@ def agent_id() -> str:
 def handle(db: ServiceDatabase, event) -> object:
     kind = event.type
     if kind.endswith("course.completed.v1"):
-        work = partial(handlers.deposit_course, event, policy=POLICY)
+        work = partial(handlers.deposit_course, policy=POLICY)
     elif kind.startswith("people.agent."):
-        work = partial(handlers.observe_agent, event, policy=POLICY)
+        work = partial(handlers.observe_agent, policy=POLICY)
     else:
-        work = partial(handlers.record_course, event)
-    return db.handle_once(kind, event, work)
+        work = handlers.record_course
+    handled = db.handle_batch(kind, [event], each(work))
+    return handled.result[0] if handled.result else None
 
 
 def outbox(db: ServiceDatabase, event_type: str, agent: str) -> list[dict]:
-    return list(db.collection(OUTBOX).find({"type": event_type, "key": agent}))
+    return [e for e in outbox_events(db.db) if e["type"] == event_type and e["key"] == agent]
 
 
 def view(db: ServiceDatabase, agent: str, at: datetime | None = None):

@@ -1,13 +1,19 @@
 """Board queries on the real database held to the reference ranking (boards.ranked):
-pages at any offset, exact ranks, and neighbours at the top, the bottom and across score
-gaps, on a board with many ties and widely spread scores. Also: a period closes once
-when two closers race. No broker needed: the handlers run on the database directly."""
+pages at any offset (also starting or ending inside a tie), exact ranks, and neighbours at
+the top, the bottom and across score gaps, on a board with many ties and widely spread
+scores. Batches: duplicates inside a batch, repeats across batches and any order give the
+entries and score count maps that the events one by one give; an entry moving lanes keeps
+the maps exact; the rebuild repairs damaged maps. Also: a period closes once when two
+closers race. No broker needed: the handlers run on the database directly."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
+import zlib
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import eventlet
 import pytest
@@ -15,9 +21,10 @@ from pymongo import MongoClient
 
 from contracts.events import PointsAwarded, PointsChangeData
 from services.leaderboards import handlers
-from services.leaderboards.boards import PointChange, fold, ranked
-from services.leaderboards.store import DOCUMENTS, BoardReader
+from services.leaderboards.boards import PointChange, fold, ranked, total
+from services.leaderboards.store import DOCUMENTS, BoardReader, counts_id
 from services.runtime.mongo import ServiceDatabase
+from tests.support.databases import fresh_service_database
 
 pytestmark = pytest.mark.integration
 
@@ -25,47 +32,108 @@ TZ = "Asia/Shanghai"
 BOARD = "2026-W20|global"
 
 
+def fresh_database(client: MongoClient) -> ServiceDatabase:
+    return fresh_service_database(client, "lbstore", DOCUMENTS)
+
+
 @pytest.fixture(scope="module")
-def database_(database):
+def client(database):
     client = MongoClient(database.uri, tz_aware=True)
-    db = client[f"lbstore_{uuid.uuid4().hex[:8]}"]
-    for document in DOCUMENTS:  # the indexes the service creates on start
-        for spec in document._meta.get("index_specs", []):
-            db[document._get_collection_name()].create_index(
-                spec["fields"], unique=spec.get("unique", False)
-            )
-    service_db = ServiceDatabase(client, db, "skillquest/leaderboards", on_commit=lambda: None)
-    yield service_db
-    client.drop_database(db.name)
+    yield client
     client.close()
 
 
-def award(agent: str, delta: int, at: datetime) -> PointsAwarded:
+@pytest.fixture(scope="module")
+def database_(client):
+    service_db = fresh_database(client)
+    yield service_db
+    client.drop_database(service_db.db.name)
+
+
+@pytest.fixture
+def make_database(client):
+    made: list[ServiceDatabase] = []
+
+    def make() -> ServiceDatabase:
+        made.append(fresh_database(client))
+        return made[-1]
+
+    yield make
+    for db in made:
+        client.drop_database(db.db.name)
+
+
+_award_ids = itertools.count()
+
+
+def award(
+    agent: str, delta: int, at: datetime, team: str = "t1", tier: str = "advanced"
+) -> PointsAwarded:
     data = PointsChangeData(
         agent_id=agent,
-        award_id=str(uuid.uuid4()),
+        award_id=f"sa{next(_award_ids)}",
         delta=delta,
         rule_id="r",
         source_event_id=str(uuid.uuid4()),
         occurred_at=at,
-        team_id="t1",
-        tier="advanced",
+        team_id=team,
+        tier=tier,
         balance=max(delta, 0),
     )
     return PointsAwarded.create(source="t", subject=agent, time=at, data=data)
 
 
-def apply(db: ServiceDatabase, events) -> None:
-    now = datetime.now(UTC)
+def lane_of(agent: str) -> int:
+    """Events are keyed by agent: one agent's come from one lane."""
+    return zlib.crc32(agent.encode()) % 3
+
+
+def apply_batch(db: ServiceDatabase, events, lane: int) -> object:
+    """One batch the way the consumer applies it: handled ids and the work in one transaction."""
+    work = partial(handlers.apply_points, lane=lane, tz=TZ, now=datetime.now(UTC))
+    return db.handle_batch("on_points", list(events), work)
+
+
+def apply(db: ServiceDatabase, events, batch: int = 25) -> None:
+    """The events in batches of up to `batch`, grouped by their agents' lanes."""
+    by_lane: dict[int, list] = {}
     for event in events:
-        db.handle_once(
-            "on_points", event, lambda uow, e=event: handlers.apply_points(e, uow, tz=TZ, now=now)
-        )
+        by_lane.setdefault(lane_of(event.data.agent_id), []).append(event)
+    for lane, mine in sorted(by_lane.items()):
+        for start in range(0, len(mine), batch):
+            apply_batch(db, mine[start : start + batch], lane)
 
 
 def as_change(event) -> PointChange:
     d = event.data
     return PointChange(event.id, d.agent_id, d.delta, d.occurred_at, d.team_id, d.tier)
+
+
+def entries(db: ServiceDatabase) -> dict[tuple[str, str], tuple[int, datetime, int]]:
+    return {
+        (d["board"], d["agent_id"]): (d["score"], d["reached_at"], d.get("lane", 0))
+        for d in db.db.board_entries.find()
+    }
+
+
+def count_maps(db: ServiceDatabase) -> dict[str, dict[str, int]]:
+    return {d["_id"]: d["counts"] for d in db.db.score_counts.find()}
+
+
+def counted_from_entries(db: ServiceDatabase) -> dict[str, dict[str, int]]:
+    """The count maps the entries call for: per (board, lane), agents per score above 0."""
+    maps: dict[str, dict[str, int]] = {}
+    for (board, _), (score, _, lane) in entries(db).items():
+        if score > 0:
+            counts = maps.setdefault(counts_id(board, lane), {})
+            counts[str(score)] = counts.get(str(score), 0) + 1
+    return maps
+
+
+def reference(events, board: str) -> list:
+    return ranked(
+        {agent: s for (key, agent), s in fold(map(as_change, events), TZ).items() if key == board}
+    )
 
 
 def test_pages_ranks_and_neighbours_match_the_reference(database_):
@@ -76,39 +144,241 @@ def test_pages_ranks_and_neighbours_match_the_reference(database_):
     events = []
     for i in range(120):
         score = rng.choice([1, 1, 2, 3, 7, 7, 7, 40, 41, 900, 25_000])
-        events.append(award(f"s{i:03d}", score, rng.choice(times)))
-    events.append(award("s000", -1, times[2]))  # s000 may drop to 0 and off the board
+        events.append(award(f"s-{i:03d}", score, rng.choice(times)))
+    events.append(award("s-000", -1, times[2]))  # s-000 may drop to 0 and off the board
     apply(database_, events)
 
-    expected = ranked(
-        {
-            agent: s
-            for (board, agent), s in fold(map(as_change, events), TZ).items()
-            if board == BOARD
-        }
-    )
+    expected = reference(events, BOARD)
     reader = BoardReader(database_.db)
-    assert reader.stats(BOARD)["entries"] == len(expected)
+    histogram = reader.histogram(BOARD)
+    assert total(histogram) == len(expected)
+    assert count_maps(database_) == counted_from_entries(database_)
     rows = [(agent, standing.score) for _, agent, standing in expected]
-    for offset, limit in [(0, 10), (0, 100), (5, 7), (100, 50), (len(rows) - 1, 10), (500, 5)]:
-        page = [(r.agent_id, r.score) for r in reader.top(BOARD, offset, limit)]
-        assert page == rows[offset : offset + limit], (offset, limit)
+    # Every start and length: pages that begin and end inside ties, span band edges, run
+    # past the end, or start beyond it.
+    for offset in range(0, len(rows) + 2):
+        for limit in (1, 2, 5, 13, 100):
+            page = [(r.agent_id, r.score) for r in reader.top(BOARD, offset, limit)]
+            assert page == rows[offset : offset + limit], (offset, limit)
 
     for rank, agent, standing in expected:
         row = reader.entry(BOARD, agent)
-        assert (row.score, reader.rank(BOARD, row)) == (standing.score, rank)
-    max_score = reader.stats(BOARD)["max_score"]
-    for index in [0, 1, 5, len(expected) // 2, len(expected) - 2, len(expected) - 1]:
+        assert (row.score, reader.rank(BOARD, row, histogram)) == (standing.score, rank)
+    for index in range(len(expected)):
         rank, agent, _ = expected[index]
         row = reader.entry(BOARD, agent)
-        above = [r.agent_id for r in reader.above(BOARD, row, 10, max_score)]
-        below = [r.agent_id for r in reader.below(BOARD, row, 10)]
-        assert above == [a for _, a, _ in expected[max(index - 10, 0) : index]], agent
-        assert below == [a for _, a, _ in expected[index + 1 : index + 11]], agent
+        for k in (1, 4, 10):
+            above, below = (
+                [r.agent_id for r in rows]
+                for rows in reader.neighbours(BOARD, row, rank, k, histogram)
+            )
+            assert above == [a for _, a, _ in expected[max(index - k, 0) : index]], agent
+            assert below == [a for _, a, _ in expected[index + 1 : index + 1 + k]], agent
 
     # rebuild over a consistent database changes nothing
     report = handlers.rebuild(database_, tz=TZ)
     assert (report.entries_fixed, report.boards_recounted) == (0, 0)
+
+
+def test_ranks_inside_one_tie_go_by_time_then_agent_id(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    events = [
+        award("tie-e", 10, t + timedelta(minutes=5)),
+        award("tie-b", 10, t),
+        award("tie-a", 10, t),
+        award("tie-d", 4, t),
+        award("tie-d", 6, t + timedelta(minutes=1)),  # 10, reached after a and b
+        award("tie-c", 10, t + timedelta(minutes=1)),  # same time as d: c first
+        award("top-x", 11, t + timedelta(days=1)),
+        award("low-y", 9, t - timedelta(days=1)),
+    ]
+    apply(db, events)
+    reader = BoardReader(db.db)
+    histogram = reader.histogram(BOARD)
+    order = ["top-x", "tie-a", "tie-b", "tie-c", "tie-d", "tie-e", "low-y"]
+    assert [a for _, a, _ in reference(events, BOARD)] == order
+    for rank, agent in enumerate(order, 1):
+        row = reader.entry(BOARD, agent)
+        assert reader.rank(BOARD, row, histogram) == rank
+    row = reader.entry(BOARD, "tie-c")
+    above, below = reader.neighbours(BOARD, row, 4, 2, histogram)
+    assert [r.agent_id for r in above] == ["tie-a", "tie-b"]
+    assert [r.agent_id for r in below] == ["tie-d", "tie-e"]
+    # a rank gone stale by one (a change landed between the reads) may come one short,
+    # but never lists the row among its own neighbours, nor on the wrong side
+    above, below = reader.neighbours(BOARD, row, 5, 2, histogram)
+    assert [r.agent_id for r in above] == ["tie-b"]
+    assert [r.agent_id for r in below] == ["tie-d", "tie-e"]
+    above, below = reader.neighbours(BOARD, row, 3, 2, histogram)
+    assert [r.agent_id for r in above] == ["tie-a", "tie-b"]
+    assert [r.agent_id for r in below] == ["tie-d"]
+    assert reader.neighbours(BOARD, row, 4, 0, histogram) == ([], [])
+    assert [r.agent_id for r in reader.top(BOARD, 2, 3)] == ["tie-b", "tie-c", "tie-d"]
+
+
+def test_batches_give_what_the_events_one_by_one_give(make_database):
+    rng = random.Random(8)
+    start = datetime(2026, 5, 8, 2, tzinfo=UTC)  # 2026-W19/W20 and the 2026-05 month
+    agents = [f"bt-{i}" for i in range(9)]
+    events = []
+    for n in range(90):
+        agent = rng.choice(agents)
+        at = start + timedelta(hours=rng.randrange(0, 24 * 6), milliseconds=n)
+        team, tier = rng.choice(["red", "blue"]), rng.choice(["foundation", "advanced"])
+        events.append(award(agent, rng.choice([3, 5, 5, 10, 20]), at, team, tier))
+    # reversals to zero and below: agents leave boards, and come back
+    for event in rng.sample(events, 12):
+        d = event.data
+        events.append(award(d.agent_id, -d.delta, d.occurred_at, d.team_id, d.tier))
+
+    one_by_one = make_database()
+    for event in events:
+        apply_batch(one_by_one, [event], lane_of(event.data.agent_id))
+
+    # The same events shuffled, with repeats across batches and inside them, cut into a few
+    # batches per lane: through the handled ids as the consumer applies them, and straight
+    # into the handler (a database restored without its handled ids: the applied log alone
+    # must keep every repeat from counting twice).
+    batched, direct = make_database(), make_database()
+    stream = events + rng.sample(events, 30)
+    rng.shuffle(stream)
+    by_lane: dict[int, list] = {}
+    for event in stream:
+        by_lane.setdefault(lane_of(event.data.agent_id), []).append(event)
+    applied = 0
+    for lane, mine in by_lane.items():
+        cuts = sorted(rng.sample(range(1, len(mine)), 3))
+        for part in (mine[: cuts[0]], mine[cuts[0] : cuts[1]], mine[cuts[1] :], mine[:9]):
+            part = part + part[:2]  # the same event twice in one batch
+            apply_batch(batched, part, lane)
+            applied += direct.transaction(
+                lambda uow, part=part, lane=lane: handlers.apply_points(
+                    uow, part, lane=lane, tz=TZ, now=datetime.now(UTC)
+                )
+            )
+    assert applied == len(events)  # each event applied once, every repeat skipped
+
+    expected = {
+        key: (standing.score, standing.reached_at)
+        for key, standing in fold(map(as_change, events), TZ).items()
+    }
+    for db in (one_by_one, batched, direct):
+        assert {key: value[:2] for key, value in entries(db).items()} == {
+            key: (score, at.replace(microsecond=at.microsecond // 1000 * 1000))
+            for key, (score, at) in expected.items()
+        }
+        assert count_maps(db) == counted_from_entries(db)
+        assert db.db.applied_points.count_documents({}) == len(events)
+    teams = {d["_id"]: d["points_team_id"] for d in one_by_one.db.agents.find()}
+    periods = sorted(d["_id"] for d in one_by_one.db.periods.find())
+    assert {"2026-W19", "2026-W20", "2026-05"} <= set(periods)
+    for db in (batched, direct):
+        assert entries(db) == entries(one_by_one)
+        assert count_maps(db) == count_maps(one_by_one)
+        assert {d["_id"]: d["points_team_id"] for d in db.db.agents.find()} == teams
+        assert sorted(d["_id"] for d in db.db.periods.find()) == periods
+
+
+def test_an_entry_moving_lanes_keeps_the_count_maps_exact(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    mover, still = award("mv-a", 10, t), award("mv-b", 10, t)
+    apply_batch(db, [mover, still], 0)
+    maps = count_maps(db)
+    assert maps[counts_id(BOARD, 0)] == {"10": 2}
+
+    # the same agent's events now come from lane 2 (its partition moved): its entries move
+    apply_batch(db, [award("mv-a", 5, t + timedelta(hours=1))], 2)
+    maps = count_maps(db)
+    assert maps[counts_id(BOARD, 0)] == {"10": 1}
+    assert maps[counts_id(BOARD, 2)] == {"15": 1}
+    assert count_maps(db) == counted_from_entries(db)
+
+    # a net change of 0 still moves the entry (and its count) to the batch's lane, and the
+    # map left empty in lane 0 goes away
+    apply_batch(
+        db, [award("mv-b", 4, t + timedelta(hours=2)), award("mv-b", -4, t + timedelta(hours=2))], 1
+    )
+    maps = count_maps(db)
+    assert counts_id(BOARD, 0) not in maps
+    assert maps[counts_id(BOARD, 1)] == {"10": 1}
+    assert count_maps(db) == counted_from_entries(db)
+
+    # leaving the board takes the count back; the map keeps no zero
+    apply_batch(db, [award("mv-a", -15, t + timedelta(hours=3))], 2)
+    assert counts_id(BOARD, 2) not in count_maps(db)
+    assert count_maps(db) == counted_from_entries(db)
+    reader = BoardReader(db.db)
+    assert total(reader.histogram(BOARD)) == 1
+    assert [r.agent_id for r in reader.top(BOARD, 0, 10)] == ["mv-b"]
+
+
+def test_rebuild_repairs_damaged_count_maps(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    apply(db, [award(f"rp-{i}", 5 + i % 4, t + timedelta(minutes=i)) for i in range(12)])
+    good = count_maps(db)
+    maps = db.db.score_counts
+    maps.update_one({"_id": counts_id(BOARD, 1)}, {"$inc": {"counts.5": 3, "counts.99": 1}})
+    maps.update_one({"_id": counts_id(BOARD, 2)}, {"$set": {"counts.6": 0}})
+    maps.delete_one({"_id": counts_id("all-time|global", 0)})
+    maps.insert_one({"_id": counts_id(BOARD, 7), "board": BOARD, "lane": 7, "counts": {"1": 4}})
+    maps.insert_one(
+        {
+            "_id": counts_id("2026-W01|global", 0),
+            "board": "2026-W01|global",
+            "lane": 0,
+            "counts": {},
+        }
+    )
+    assert total(BoardReader(db.db).histogram(BOARD)) != 12  # the damage shows
+
+    report = handlers.rebuild(db, tz=TZ)
+    assert report.entries_fixed == 0
+    assert report.boards_recounted == 3
+    assert count_maps(db) == good == counted_from_entries(db)
+    assert total(BoardReader(db.db).histogram(BOARD)) == 12
+
+    # a lost entry is recreated in its agent's lane (its map, still counting it, is then
+    # recounted)
+    db.db.board_entries.delete_one({"_id": f"{BOARD}|rp-4"})
+    report = handlers.rebuild(db, tz=TZ)
+    assert (report.entries_fixed, report.boards_recounted) == (1, 1)
+    assert entries(db)[(BOARD, "rp-4")][2] == lane_of("rp-4")
+    assert count_maps(db) == good
+    again = handlers.rebuild(db, tz=TZ)
+    assert (again.entries_fixed, again.boards_recounted) == (0, 0)
+
+
+def test_boards_stored_before_count_maps_are_upgraded_on_start(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    apply(db, [award(f"up-{i}", 5 + i % 3, t + timedelta(minutes=i)) for i in range(9)])
+    want = {(key, agent): (score, at) for (key, agent), (score, at, _) in entries(db).items()}
+    # What the earlier release left: entries without a lane, per-board totals, no maps.
+    db.db.board_entries.update_many({}, {"$unset": {"lane": ""}})
+    db.db.score_counts.delete_many({})
+    db.db["boards"].insert_one({"_id": BOARD, "entries": 9, "max_score": 8})
+
+    assert handlers.upgrade_storage(db) > 0
+    assert "boards" not in db.db.list_collection_names()
+    assert count_maps(db) == counted_from_entries_without_lanes(db)
+    assert total(BoardReader(db.db).histogram(BOARD)) == 9
+    assert handlers.upgrade_storage(db) == 0  # once only
+    # and the boards go on from there
+    apply(db, [award("up-0", 100, t + timedelta(hours=1))])
+    assert {k: v[:2] for k, v in entries(db).items()}.keys() == want.keys()
+    assert total(BoardReader(db.db).histogram(BOARD)) == 9
+    assert count_maps(db) == counted_from_entries(db)
+
+
+def counted_from_entries_without_lanes(db: ServiceDatabase) -> dict[str, dict[str, int]]:
+    maps: dict[str, dict[str, int]] = {}
+    for d in db.db.board_entries.find({"score": {"$gt": 0}}):
+        counts = maps.setdefault(counts_id(d["board"], d.get("lane", 0)), {})
+        counts[str(d["score"])] = counts.get(str(d["score"]), 0) + 1
+    return maps
 
 
 def test_two_racing_closers_publish_one_close(database_):
@@ -127,6 +397,6 @@ def test_two_racing_closers_publish_one_close(database_):
     closes = [kind for result in results for kind in result]
     # every ended period of this database closed once, by one of the four closers
     assert len(closes) == database_.db.period_closes.count_documents({}) >= 2
-    keys = [doc["key"] for doc in database_.db.outbox.find()]
+    keys = [event["key"] for doc in database_.db.outbox.find() for event in doc["events"]]
     assert sorted(keys) == sorted(set(keys)) and {"2026-W10", "2026-03"} <= set(keys)
     assert handlers.close_due_periods(database_, tz=TZ, now=later, grace=timedelta(0)) == []

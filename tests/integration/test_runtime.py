@@ -4,15 +4,18 @@ outbox, redelivery, group membership (ARCHITECTURE §3)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 import requests
+from pymongo import MongoClient
 
 from contracts.events import TicketResolved
 from contracts.topics import WORK_TICKETS, dead_letter_topic
 from services.runtime.dead_letters import DeadLetterStore
 from services.runtime.kafka import KafkaConsumerExtension
 from services.runtime.mongo import Mongo
+from services.runtime.outbox import OUTBOX
 from tests.integration.sample_service import SampleService
 from tests.support.events import ticket
 from tests.support.harness import (
@@ -90,6 +93,35 @@ def test_failing_handler_is_retried_then_dead_lettered_and_the_next_message_flow
         assert counts(config, "agent-2")["ticket_ids"] == ["T-after"]
 
 
+def test_a_poison_event_inside_a_batch_is_dead_lettered_and_the_rest_apply_once_in_order(
+    config, bus
+):
+    # Published before the service starts: the first poll takes them as one batch.
+    repeated, poison = ticket("agent-4", "T-1"), ticket("agent-4", "fail-2")
+    for event in (repeated, poison, repeated, ticket("agent-4", "T-2")):
+        bus.publish(event)
+    bus.publish(ticket("agent-4", "T-3"))
+    with running(SampleService, config):
+        wait_until(lambda: counts(config, "agent-4")["tickets"] == 3, message="the good ones")
+        letters = wait_until(lambda: dead_letters(bus), message="dead letter")
+        assert [(letter["event_id"], letter["reason"]) for letter in letters] == [
+            (poison.id, "handler_failed")
+        ]
+        assert counts(config, "agent-4")["ticket_ids"] == ["T-1", "T-2", "T-3"]
+        metrics = requests.get(f"{base_url(config)}/metrics", timeout=5).text
+        batched = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("skillquest_event_batch_size_sum")
+        ]
+        counted = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("skillquest_event_batch_size_count")
+        ]
+        assert batched and counted and batched[0] > counted[0], "no batch held several events"
+
+
 def test_malformed_and_unknown_messages_do_not_block_the_partition(config, bus):
     with running(SampleService, config):
         bus.send(WORK_TICKETS, "agent-3", b"{this is not json")
@@ -123,6 +155,41 @@ def test_outbox_write_succeeds_while_the_broker_is_down_and_arrives_once(config,
         ]
         assert len(published) == 1
         assert json.loads(published[0].value)["id"] == response.json()["event_id"]
+
+
+def test_events_left_in_the_outbox_by_the_earlier_layout_are_relayed_after_an_upgrade(
+    config, bus, database, prefix
+):
+    # Before this release the outbox held one event per document, under a unique index
+    # on a top-level `event_id`: both are what an upgraded database still has.
+    old = ticket("agent-6", "T-old")
+    client = MongoClient(database.uri)
+    outbox = client[f"{prefix}skillquest_sample".replace(".", "_")][OUTBOX]
+    outbox.create_index("event_id", name="event_id", unique=True)
+    outbox.insert_one(
+        {
+            "event_id": old.id,
+            "type": old.type,
+            "topic": WORK_TICKETS,
+            "key": "agent-6",
+            "value": old.to_json_bytes(),
+            "created_at": datetime.now(UTC),
+            "sent_at": None,
+        }
+    )
+    try:
+        with running(SampleService, config):
+            for ticket_id in ("T-new-1", "T-new-2"):  # two documents of the new layout
+                response = requests.post(
+                    f"{base_url(config)}/tickets",
+                    json={"agent_id": "agent-6", "ticket_id": ticket_id, "qa_score": 99},
+                    timeout=10,
+                )
+                assert response.status_code == 202
+            wait_until(lambda: counts(config, "agent-6")["tickets"] == 3, message="all three")
+            assert counts(config, "agent-6")["ticket_ids"] == ["T-old", "T-new-1", "T-new-2"]
+    finally:
+        client.close()
 
 
 def test_consumer_killed_after_handling_before_committing_applies_the_event_once(

@@ -1,5 +1,6 @@
 """Leaderboard rules: boards of a change, order-independent folding, ties, ranks, periods
-in Asia/Shanghai, scopes, and when a period is due to close."""
+in Asia/Shanghai, scopes, when a period is due to close, and the score histograms (merged
+lane maps, the score band of a range of positions, count changes of entry moves)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,22 @@ from pydantic import ValidationError
 
 from contracts.api.leaderboards import LeaderboardQuery, PositionQuery
 from services.leaderboards.boards import (
+    Move,
     PointChange,
     Standing,
+    ahead_of,
+    band,
     board_key,
     boards_of,
     closable_periods,
+    count_changes,
     fold,
     is_due_to_close,
+    merge_counts,
     parse_scope,
     ranked,
     resolve_period,
-    score_bound,
+    total,
 )
 from services.leaderboards.settings import LeaderboardSettings
 
@@ -252,13 +258,51 @@ def test_a_backfilled_past_period_waits_until_the_backfill_goes_quiet():
     assert is_due_to_close(end, now - timedelta(minutes=6), now, grace)
 
 
-def test_the_best_score_bound_is_a_power_of_two_at_or_above():
-    assert [score_bound(x) for x in (1, 2, 3, 5, 1000, 1024, 1025)] == [
-        1,
-        2,
-        4,
-        8,
-        1024,
-        1024,
-        2048,
+# --- score histograms ---------------------------------------------------------------
+
+
+def positions(histogram: dict[int, int]) -> list[int]:
+    """The score at each board position, best first: what the histogram stands for."""
+    return [score for score in sorted(histogram, reverse=True) for _ in range(histogram[score])]
+
+
+def test_lane_maps_merge_into_one_histogram_of_positive_counts():
+    lanes = [{"10": 2, "7": 1, "3": 0}, {"10": 1, "12": 4}, {}]
+    assert merge_counts(lanes) == {12: 4, 10: 3, 7: 1}
+    assert total(merge_counts(lanes)) == 8
+    assert ahead_of(merge_counts(lanes), 10) == 4
+    assert ahead_of(merge_counts(lanes), 12) == 0
+    assert ahead_of(merge_counts(lanes), 8) == 7  # a score nobody holds
+
+
+def test_a_band_holds_exactly_the_scores_of_the_positions_asked():
+    histogram = {50: 1, 40: 3, 30: 1, 20: 4, 5: 2}
+    board = positions(histogram)  # 50 40 40 40 30 20 20 20 20 5 5
+    for first in range(1, len(board) + 3):
+        for last in range(first, len(board) + 3):
+            found = band(histogram, first, last)
+            if first > len(board):
+                assert found is None
+                continue
+            wanted = board[first - 1 : last]
+            assert (found.high, found.low) == (wanted[0], wanted[-1]), (first, last)
+            assert found.above == sum(n for score, n in histogram.items() if score > found.high)
+            assert found.above < first  # the band starts at or before the first position
+
+
+def test_bands_of_an_empty_board_and_of_bad_ranges():
+    assert band({}, 1, 10) is None
+    assert band({3: 1}, 0, 5) is None
+    assert band({3: 1}, 2, 1) is None
+
+
+def test_count_changes_net_out_per_lane_and_score():
+    moves = [
+        Move("B", 0, 0, 1, 10),  # joins lane 1 at 10
+        Move("B", 1, 10, 1, 15),  # 10 -> 15 in lane 1
+        Move("B", 2, 15, 1, 15),  # same score, moves from lane 2 to lane 1
+        Move("B", 1, 7, 1, 7),  # unchanged: writes nothing
+        Move("B", 1, 4, 1, -3),  # leaves the board (0 or below is not counted)
+        Move("C", 1, -2, 1, 0),  # never on the board
     ]
+    assert count_changes(moves) == {("B", 1): {15: 2, 4: -1}, ("B", 2): {15: -1}}

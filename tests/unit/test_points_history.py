@@ -1,12 +1,13 @@
-"""The history cursor: opaque, round-trips a position, and refuses what it did not make."""
+"""The history cursor: opaque, round-trips a position, and refuses what it did not make;
+times compared in memory as the database keeps them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from services.points.store import BadCursor, decode_cursor, encode_cursor
+from services.points.store import BadCursor, decode_cursor, encode_cursor, stored_time
 
 
 def test_a_cursor_round_trips_the_position_to_the_millisecond():
@@ -20,3 +21,12 @@ def test_a_cursor_round_trips_the_position_to_the_millisecond():
 def test_a_cursor_it_did_not_make_is_refused(cursor):
     with pytest.raises(BadCursor):
         decode_cursor(cursor)
+
+
+def test_a_time_is_compared_as_the_database_keeps_it_in_utc_milliseconds():
+    local = timezone(timedelta(hours=8))
+    at = datetime(2026, 11, 24, 0, 0, 1, 123987, tzinfo=local)
+    assert stored_time(at) == datetime(2026, 11, 23, 16, 0, 1, 123000, tzinfo=UTC)
+    assert stored_time(at).tzinfo == UTC
+    # Read through a client that is not time zone aware: naive UTC.
+    assert stored_time(datetime(2026, 11, 23, 16, 0, 1, 123456)) == stored_time(at)

@@ -29,6 +29,7 @@ from services.points.rules import (
     balance_after,
     cap_day,
     capped,
+    is_newer_snapshot,
     load_rule_table,
     multiply,
     parse_rule_table,
@@ -375,6 +376,22 @@ def test_the_cap_day_follows_the_configured_time_zone():
     moment = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
     assert cap_day(moment, "UTC") == date(2026, 11, 23)
     assert cap_day(moment, "Asia/Shanghai") == date(2026, 11, 24)
+
+
+# --- snapshots ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("current_at", "at", "expected"),
+    [
+        (None, T, True),  # the first snapshot of an agent
+        (T, T.replace(hour=7), True),
+        (T, T, True),  # the same time: the one handled later wins
+        (T, T.replace(hour=5), False),  # a late, older event
+    ],
+)
+def test_the_snapshot_of_the_newest_event_time_is_kept(current_at, at, expected):
+    assert is_newer_snapshot(current_at, at) is expected
 
 
 # --- balances --------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""What a consuming method receives: the events of one partition from one poll.
+
+Handling a batch in one database transaction with bulk writes is what makes consumers fast
+(the database's per-statement cost dominates; LOCAL-STACK.md): see `ServiceDatabase
+.handle_batch`. Kafka itself stays in services/runtime/kafka.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from contracts.envelope import CloudEvent
+
+if TYPE_CHECKING:  # the unit of work lives with the database; only its type is needed here
+    from services.runtime.mongo import UnitOfWork
+
+E = TypeVar("E", bound=CloudEvent)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class EventBatch(Generic[E]):
+    """1..N events of one partition, in offset order, of the types the method accepts.
+
+    `lane` is the partition number. Two batches of one lane are never handled at the same
+    time within a process (across instances only briefly, while the group rebalances; the
+    transaction makes that safe), so a handler may keep per-lane documents (shards of a
+    shared counter) that concurrent batches of other lanes never write.
+    """
+
+    events: tuple[E, ...]
+    lane: int = 0
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+def batch_of(*events: E, lane: int = 0) -> EventBatch[E]:
+    """A batch built by hand: tests, replays and admin paths."""
+    return EventBatch(tuple(events), lane)
+
+
+def each(apply: Callable[[E, UnitOfWork], R]) -> Callable[[UnitOfWork, list[E]], list[R]]:
+    """Batch work made of a per-event handler `apply(event, uow)`: the events one after
+    another in the batch's one transaction (for consumers whose events are rare or whose
+    rules need each event's effects before the next; hot paths write in bulk instead)."""
+
+    def work(uow: UnitOfWork, events: list[E]) -> list[R]:
+        return [apply(event, uow) for event in events]
+
+    return work
