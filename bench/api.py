@@ -27,6 +27,7 @@ from typing import Any
 
 import requests
 from kafka.partitioner.default import murmur2
+from pymongo import UpdateOne
 
 from bench.stack import Stack
 from bench.stats import percentiles
@@ -40,10 +41,13 @@ from services.leaderboards.store import (
     APPLIED,
     ENTRIES,
     SCORE_COUNTS,
+    WRITE_TOKEN,
     BoardReader,
     counts_id,
     entry_id,
+    new_write_token,
 )
+from services.runtime.mongo import find_by_ids
 
 BULK_PREFIX = "b"
 ALL_TIME_GLOBAL = "all-time|global"
@@ -182,18 +186,38 @@ def write_board_documents(
     for (board, agent), s in entries.items():
         if s.score > 0:
             counts[(board, lane_of(agent))][s.score] += 1
-    return written + _insert(
+    # New maps are inserted (the cheap write); those the pipeline's agents already have
+    # (the global and tier boards) get the counts added.
+    ids = {key: counts_id(*key) for key in counts}
+    existing = set(find_by_ids(db[SCORE_COUNTS], ids.values(), projection={"_id": 1}))
+    written += _insert(
         db[SCORE_COUNTS],
         (
             {
-                "_id": counts_id(board, lane),
+                "_id": ids[(board, lane)],
                 "board": board,
                 "lane": lane,
                 "counts": {str(score): n for score, n in sorted(by_score.items())},
+                WRITE_TOKEN: new_write_token(),
             }
             for (board, lane), by_score in counts.items()
+            if ids[(board, lane)] not in existing
         ),
     )
+    additions = [
+        UpdateOne(
+            {"_id": ids[(board, lane)]},
+            {
+                "$inc": {f"counts.{score}": n for score, n in sorted(by_score.items())},
+                "$set": {WRITE_TOKEN: new_write_token()},
+            },
+        )
+        for (board, lane), by_score in counts.items()
+        if ids[(board, lane)] in existing
+    ]
+    if additions:
+        db[SCORE_COUNTS].bulk_write(additions, ordered=False)
+    return written + len(additions)
 
 
 def _insert(collection: Any, documents: Any) -> int:

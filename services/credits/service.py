@@ -61,7 +61,7 @@ class CreditsService(operations.ConsumerEndpoints):
 
     @consume(LEARNING_PROGRESS, types=[CourseCompleted.TYPE])
     def on_course_completed(self, batch: EventBatch[CourseCompleted]) -> Any:
-        work = each(partial(handlers.deposit_course, policy=self.policy))
+        work = partial(handlers.deposit_courses, policy=self.policy)
         handled = self.db.handle_batch("on_course_completed", batch.events, work)
         for lot in handled.result or ():  # after the commit: a retry must not count twice
             if lot is not None:
@@ -70,7 +70,7 @@ class CreditsService(operations.ConsumerEndpoints):
 
     @consume(PEOPLE_AGENTS, types=[AgentRegistered.TYPE, AgentUpdated.TYPE])
     def on_agent(self, batch: EventBatch[AgentRegistered | AgentUpdated]) -> Any:
-        work = each(partial(handlers.observe_agent, policy=self.policy))
+        work = partial(handlers.observe_agents, policy=self.policy)
         return self.db.handle_batch("on_agent", batch.events, work)
 
     @consume(LEARNING_CATALOG, types=[CoursePublished.TYPE, CourseUpdated.TYPE])

@@ -43,12 +43,14 @@ from services.leaderboards.store import (
     ENTRIES,
     PERIODS,
     SCORE_COUNTS,
+    WRITE_TOKEN,
     BoardReader,
     Row,
     counts_id,
     display,
     entry_id,
     lane_of,
+    new_write_token,
 )
 from services.runtime.mongo import ServiceDatabase, UnitOfWork, find_by_ids
 
@@ -204,7 +206,10 @@ def _count_moves(uow: UnitOfWork, moves: list[Move]) -> None:
     for (board, lane), by_score in changes.items():
         id_ = ids[(board, lane)]
         counts = held.get(id_, {})
-        update: dict[str, Any] = {"$setOnInsert": {"board": board, "lane": lane}}
+        update: dict[str, Any] = {
+            "$setOnInsert": {"board": board, "lane": lane},
+            "$set": {WRITE_TOKEN: new_write_token()},
+        }
         for score, n in by_score.items():
             if counts.get(str(score), 0) + n > 0:
                 update.setdefault("$inc", {})[f"counts.{score}"] = n
@@ -530,6 +535,7 @@ def _recount_board(uow: UnitOfWork, board: str) -> None:
             "board": board,
             "lane": lane,
             "counts": {str(score): n for score, n in sorted(by_score.items())},
+            WRITE_TOKEN: new_write_token(),
         }
         writes.append(ReplaceOne({"_id": counts_id(board, lane)}, document, upsert=True))
         stale.discard(counts_id(board, lane))

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,8 +70,9 @@ class BoardEntry(me.Document):
     lane = me.IntField()  # the lane whose score_counts map counts this entry
     meta = {
         "collection": "board_entries",
+        # One entry per (board, agent) is the `_id` itself (entry_id): no second unique
+        # index, which would only slow every write of the hottest collection.
         "indexes": [
-            {"fields": ["board", "agent_id"], "unique": True, "name": "entry"},
             {"fields": ["board", "-score", "reached_at", "agent_id"], "name": "rank"},
             {"fields": ["agent_id"], "name": "by_agent"},
         ],
@@ -134,6 +137,19 @@ AGENTS = "agents"
 #: value of `$gte` on a descending index key (it returns scores above it only), and the
 #: strict bounds mean the same on every server.
 BOARD_ORDER = [("score", DESCENDING), ("reached_at", ASCENDING), ("agent_id", ASCENDING)]
+
+
+#: Every write of a count map sets a new random token, so a reader can tell that a map is
+#: exactly as it last read it without reading the map itself (its `counts` are the large
+#: part: at 100,000 agents, thousands of scores per lane).
+WRITE_TOKEN = "write_token"
+#: Merged histograms kept per process (least recently used dropped): one per board read.
+HISTOGRAMS_CACHED = 256
+_HISTOGRAMS: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Histogram]] = OrderedDict()
+
+
+def new_write_token() -> str:
+    return uuid.uuid4().hex
 
 
 def entry_id(board: str, agent_id: str) -> str:
@@ -209,8 +225,31 @@ class BoardReader:
         self.session = session
 
     def histogram(self, board: str) -> Histogram:
-        docs = self.db[SCORE_COUNTS].find({"board": board}, {"counts": 1}, session=self.session)
-        return merge_counts(doc.get("counts") or {} for doc in docs)
+        """The board's merged count maps: read whole only when one of them changed since
+        this process last merged them (their write tokens say), else from memory."""
+        maps = self.db[SCORE_COUNTS]
+        tokens = tuple(
+            sorted(
+                (doc["_id"], doc.get(WRITE_TOKEN))
+                for doc in maps.find({"board": board}, {WRITE_TOKEN: 1}, session=self.session)
+            )
+        )
+        key = (self.db.name, board)
+        cached = _HISTOGRAMS.get(key)
+        if cached is not None and cached[0] == tokens:
+            _HISTOGRAMS.move_to_end(key)
+            return cached[1]
+        docs = list(
+            maps.find({"board": board}, {"counts": 1, WRITE_TOKEN: 1}, session=self.session)
+        )
+        histogram = merge_counts(doc.get("counts") or {} for doc in docs)
+        # What was read may be newer than the tokens: cache it under its own tokens.
+        read_tokens = tuple(sorted((doc["_id"], doc.get(WRITE_TOKEN)) for doc in docs))
+        if all(token is not None for _, token in read_tokens):
+            _HISTOGRAMS[key] = (read_tokens, histogram)
+            while len(_HISTOGRAMS) > HISTOGRAMS_CACHED:
+                _HISTOGRAMS.popitem(last=False)
+        return histogram
 
     def entry(self, board: str, agent_id: str) -> Row | None:
         doc = self.db[ENTRIES].find_one(

@@ -52,6 +52,8 @@ PLUMBING = ("outbox", "leases")
 #: Fields that record when this process wrote a document, not what the events made of it.
 WALL_CLOCK_FIELDS = frozenset(
     {"at", "recorded_at", "updated_at", "created_at", "applied_at", "last_points_at"}
+    # and the token each write of a leaderboard count map sets (services/leaderboards)
+    | {"write_token"}
 )
 #: Admin actions on credit lots arrive over HTTP and are in no topic: a rebuild of credits
 #: would drop them, so `apply` refuses while any exist.

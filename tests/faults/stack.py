@@ -89,6 +89,7 @@ WALL_CLOCK_FIELDS = {
     "first_seen_at",
     "handled_at",
     "last_points_at",
+    "write_token",  # a random token per write of a leaderboard count map
 }
 #: Fields that depend on how events of different topics interleaved, which no run controls
 #: (a ledger entry's running balance and sequence number: a badge bonus may land before or

@@ -1,16 +1,20 @@
 """The credits handlers against the real database, without Kafka: redelivery and
 reordering of course completions, requirement_met exactly once, expiry exactly once across
-two instances, grants, revocations and a tier change (ARCHITECTURE §3, §4)."""
+two instances, grants, revocations and a tier change (ARCHITECTURE §3, §4); batches handled
+exactly as their events one by one, with a fixed number of statements."""
 
 from __future__ import annotations
 
+import json
+import random
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 import pytest
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 
 from contracts.api.credits import CreditGrant
 from contracts.events import CreditsExpired, CreditsRequirementMet
@@ -52,15 +56,36 @@ def agent_id() -> str:
     return f"agent-{uuid.uuid4().hex[:8]}"
 
 
+def consumer_of(event) -> str:
+    if event.type.endswith("course.completed.v1"):
+        return "on_course_completed"
+    return "on_agent" if event.type.startswith("people.agent.") else "on_course"
+
+
+def batch_work(consumer: str) -> Any:
+    """What the service runs for a batch of the consumer's events."""
+    return {
+        "on_course_completed": partial(handlers.deposit_courses, policy=POLICY),
+        "on_agent": partial(handlers.observe_agents, policy=POLICY),
+        "on_course": each(handlers.record_course),
+    }[consumer]
+
+
+def one_by_one_work(consumer: str) -> Any:
+    """The per-event handlers: the reference the batch functions must match."""
+    return each(
+        {
+            "on_course_completed": partial(handlers.deposit_course, policy=POLICY),
+            "on_agent": partial(handlers.observe_agent, policy=POLICY),
+            "on_course": handlers.record_course,
+        }[consumer]
+    )
+
+
 def handle(db: ServiceDatabase, event) -> object:
-    kind = event.type
-    if kind.endswith("course.completed.v1"):
-        work = partial(handlers.deposit_course, policy=POLICY)
-    elif kind.startswith("people.agent."):
-        work = partial(handlers.observe_agent, policy=POLICY)
-    else:
-        work = handlers.record_course
-    handled = db.handle_batch(kind, [event], each(work))
+    """The event alone, in a batch of its own, as the service handles it."""
+    consumer = consumer_of(event)
+    handled = db.handle_batch(consumer, [event], batch_work(consumer))
     return handled.result[0] if handled.result else None
 
 
@@ -397,3 +422,160 @@ def test_recommendations_follow_the_largest_gap(db):
         f"ps-{suffix}",
         f"comm-{suffix}",
     ]
+
+
+# --- batches: identical to one by one ------------------------------------------------------
+
+DIMENSIONS = ("communication", "technology", "problem_solving")
+
+
+def random_stream(rng: random.Random, agents: list[str], start: datetime) -> list:
+    """Roster and completion events of a few agents, in an arrival order unlike their
+    event times: completions re-sent under new ids and redelivered, completions at the same
+    instant, snapshots of another tier, promotions before and after the completions, and
+    enough hours to meet requirements inside a batch."""
+    events: list = []
+
+    def at(days: float) -> datetime:
+        return start + timedelta(days=days, milliseconds=rng.randrange(1000))
+
+    for agent in agents:
+        team = rng.choice(("team-1", "team-2"))
+        if rng.random() < 0.8:
+            tier = rng.choice(("foundation", "foundation", "advanced"))
+            events.append(registered(agent, at(rng.uniform(-3, 20)), tier=tier, team=team))
+        for _ in range(rng.randint(0, 2)):
+            tier = rng.choice(("advanced", "leadership"))
+            events.append(promoted(agent, at(rng.uniform(0, 40)), tier, team=team))
+        first = rng.randrange(3)
+        for k in range(rng.randint(3, 12)):
+            event = completed(
+                agent,
+                f"c{rng.randrange(8)}",
+                at(rng.uniform(0, 40)),
+                DIMENSIONS[(first + k) % 3],
+                rng.choice((1, 2.5, 4, 4, 6)),
+                tags=rng.choice(((), (), ("coaching",))),
+                tier=rng.choice(("foundation", "foundation", "advanced")),
+                team=team,
+            )
+            events.append(event)
+            if rng.random() < 0.2:  # another course completed at the very same instant
+                events.append(completed(agent, "c-twin", event.time, "technology", 2, team=team))
+            if rng.random() < 0.25:  # the same completion under a new event id
+                events.append(event.model_copy(update={"id": str(uuid.uuid4())}))
+            if rng.random() < 0.15:  # redelivered
+                events.append(event)
+    rng.shuffle(events)
+    return events
+
+
+def batches_of(rng: random.Random, events: list) -> list[tuple[str, list]]:
+    """The stream cut into batches of one consumer each, in stream order, of 1 to 25."""
+    runs: list[tuple[str, list]] = []
+    for event in events:
+        consumer = consumer_of(event)
+        if not runs or runs[-1][0] != consumer or len(runs[-1][1]) >= rng.randint(1, 25):
+            runs.append((consumer, []))
+        runs[-1][1].append(event)
+    return runs
+
+
+def stored_state(db: ServiceDatabase) -> dict[str, Any]:
+    """Every credits collection, with event ids (random per run) replaced by the event."""
+    published = {
+        e["event_id"]: {k: v for k, v in json.loads(e["value"]).items() if k != "id"}
+        for e in outbox_events(db.db)
+    }
+
+    def docs(name: str) -> list[dict]:
+        return list(db.db[name].find().sort("_id", 1))
+
+    milestones = [{**m, "event_id": published[m["event_id"]]} for m in docs(store.MILESTONES)]
+    return {
+        "agents": docs(store.AGENTS),
+        "lots": docs(store.LOTS),
+        "history": docs(store.HISTORY),
+        "milestones": milestones,
+        "outbox": [(e["type"], e["key"], published[e["event_id"]]) for e in outbox_events(db.db)],
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_do_exactly_what_their_events_do_one_by_one(database, seed):
+    rng = random.Random(seed)
+    agents = [f"agent-{seed}-{i}" for i in range(rng.randint(3, 6))]
+    events = random_stream(rng, agents, NOW - 60 * DAY)
+    one_by_one = service_database(database.uri, f"credits_each_{uuid.uuid4().hex[:8]}")
+    batched = service_database(database.uri, f"credits_batch_{uuid.uuid4().hex[:8]}")
+    try:
+        expected: dict[str, Any] = {}
+        for event in events:
+            consumer = consumer_of(event)
+            handled = one_by_one.handle_batch(consumer, [event], one_by_one_work(consumer))
+            if handled.result:
+                expected[event.id] = handled.result[0]
+        got: dict[str, Any] = {}
+        batch_sizes_meeting = []
+        for consumer, batch in batches_of(rng, events):
+            before = len(outbox_events(batched.db))
+            handled = batched.handle_batch(consumer, batch, batch_work(consumer))
+            fresh = list(dict.fromkeys(e.id for e in batch if handled.is_fresh(e.id)))
+            got.update(zip(fresh, handled.result or [], strict=True))
+            if len(outbox_events(batched.db)) > before:
+                batch_sizes_meeting.append(len(batch))
+
+        assert got == expected  # the same lots deposited, None for the same completions
+        expected_state, got_state = stored_state(one_by_one), stored_state(batched)
+        for name in expected_state:
+            assert got_state[name] == expected_state[name], name
+        # The stream did what it is for: lots re-sent, requirements met inside batches.
+        assert None in expected.values()
+        assert expected_state["milestones"]
+        assert max(batch_sizes_meeting) > 1
+    finally:
+        for db in (one_by_one, batched):
+            db.client.drop_database(db.db.name)
+            db.client.close()
+
+
+class Statements(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_batch_takes_a_fixed_number_of_statements_whatever_its_size(database):
+    name = f"credits_statements_{uuid.uuid4().hex[:8]}"
+    statements = Statements()
+    client: MongoClient = MongoClient(
+        database.uri, tz_aware=True, w="majority", journal=True, event_listeners=[statements]
+    )
+    db = ServiceDatabase(client, client[name], "skillquest/credits", on_commit=lambda: None)
+    ensure_outbox_indexes(db.db)
+    try:
+        counts = []
+        for size in (5, 40):
+            agents = [agent_id() for _ in range(size)]
+            db.handle_batch(
+                "on_agent", [registered(a, NOW - 30 * DAY) for a in agents], batch_work("on_agent")
+            )
+            deposits = [completed(a, "c1", NOW - DAY, "technology", 4) for a in agents]
+            statements.names.clear()
+            db.handle_batch("on_course_completed", deposits, batch_work("on_course_completed"))
+            counts.append(len(statements.names))
+        # Reads come in chunks of ids, so a few more for a bigger batch; writes one each.
+        # One by one, a deposit takes about eight statements.
+        assert counts[0] <= 15
+        assert counts[1] <= 20, statements.names
+    finally:
+        client.drop_database(name)
+        client.close()

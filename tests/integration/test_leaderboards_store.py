@@ -381,6 +381,20 @@ def counted_from_entries_without_lanes(db: ServiceDatabase) -> dict[str, dict[st
     return maps
 
 
+def test_a_histogram_read_from_memory_is_never_one_write_behind(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    apply(db, [award(f"hc-{i}", 10 + i, t + timedelta(minutes=i)) for i in range(6)])
+    reader = BoardReader(db.db)
+    first = reader.histogram(BOARD)
+    assert reader.histogram(BOARD) == first and total(first) == 6  # the second from memory
+    apply(db, [award("hc-0", 100, t + timedelta(hours=1)), award("hc-new", 7, t)])
+    after = reader.histogram(BOARD)
+    assert total(after) == 7 and after.get(110) == 1 and 10 not in after
+    report = handlers.rebuild(db, tz=TZ)  # a recount rewrites maps: read again as well
+    assert report.boards_recounted == 0 and reader.histogram(BOARD) == after
+
+
 def test_two_racing_closers_publish_one_close(database_):
     at = datetime(2026, 3, 3, 2, tzinfo=UTC)  # 2026-W10 and 2026-03
     apply(database_, [award("c1", 10, at), award("c2", 12, at)])
