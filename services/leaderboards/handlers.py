@@ -62,9 +62,16 @@ LEGACY_BOARD_TOTALS = "boards"
 #: attempted twice past the unique close record, the outbox's unique event id (and every
 #: consumer's handled-event ids) would still let only one through.
 CLOSE_EVENT_NAMESPACE = uuid.UUID("6f1c3f1e-2b7a-4a53-9a55-5f0c0d6d1b2e")
-#: Points arriving for a period refresh its "last points" time at most this often: the
-#: period document is shared by every agent, and a write per event would make it a hot spot.
-TOUCH_RESOLUTION = timedelta(seconds=1)
+#: Points arriving for a period refresh its "last points" time at most this often (and a
+#: tenth of the close grace at most: see `touch_interval`): the period document is shared
+#: by every lane, and concurrent batches that all write it conflict and are retried whole.
+TOUCH_RESOLUTION = timedelta(seconds=30)
+
+
+def touch_interval(grace: timedelta) -> timedelta:
+    """How stale a period's "last points" time may be; the close waits that much longer
+    than the grace, so a period still closes only after `grace` without points."""
+    return min(TOUCH_RESOLUTION, grace / 10)
 
 
 def change_of(event: PointsAwarded | PointsReversed) -> PointChange:
@@ -89,6 +96,7 @@ def apply_points(
     lane: int,
     tz: str,
     now: datetime,
+    touch_every: timedelta = timedelta(0),
 ) -> int:
     """Logs a batch of point changes and adds them to their board entries, in one
     transaction whose statements do not grow with the batch (each statement in a transaction
@@ -112,7 +120,10 @@ def apply_points(
     # Sum of deltas and latest time per (board, agent): what applying them one by one
     # would leave (boards.py), so the batch adds to each entry once.
     _add_to_entries(uow, fold(changes, tz), lane)
-    _touch_periods(uow, {period for c in changes for period in closable_periods(c, tz)}, tz, now)
+    periods: set[tuple[str, str]] = {
+        period for change in changes for period in closable_periods(change, tz)
+    }
+    _touch_periods(uow, periods, tz, now, touch_every)
     _remember_points_teams(uow, changes)
     return len(fresh)
 
@@ -225,10 +236,16 @@ def _count_moves(uow: UnitOfWork, moves: list[Move]) -> None:
         maps.bulk_write([*writes, *emptied], ordered=True, session=s)
 
 
-def _touch_periods(uow: UnitOfWork, periods: set[tuple[str, str]], tz: str, now: datetime) -> None:
+def _touch_periods(
+    uow: UnitOfWork,
+    periods: set[tuple[str, str]],
+    tz: str,
+    now: datetime,
+    touch_every: timedelta,
+) -> None:
     """Records the weekly and monthly periods the batch counted in, and that points just
     arrived for them (for the close's grace), refreshing that time at most every
-    TOUCH_RESOLUTION: the period document is shared by every lane."""
+    `touch_every` (see TOUCH_RESOLUTION)."""
     if not periods:
         return
     collection = uow.collection(PERIODS)
@@ -247,7 +264,7 @@ def _touch_periods(uow: UnitOfWork, periods: set[tuple[str, str]], tz: str, now:
                 "$max": {"last_points_at": now},
             }
             writes.append(UpdateOne({"_id": key}, update, upsert=True))
-        elif found[key] < now - TOUCH_RESOLUTION:
+        elif found[key] < now - touch_every:
             writes.append(UpdateOne({"_id": key}, {"$max": {"last_points_at": now}}))
     if writes:
         collection.bulk_write(writes, ordered=False, session=uow.session)
@@ -321,7 +338,12 @@ class AlreadyClosed(Exception):
 def due_periods(database: ServiceDatabase, now: datetime, grace: timedelta) -> list[str]:
     """Keys of ended, unclosed periods that received no points for `grace`."""
     cutoff = now - grace
-    query = {"closed_at": None, "ends_at": {"$lte": cutoff}, "last_points_at": {"$lte": cutoff}}
+    quiet_since = cutoff - touch_interval(grace)  # the last points time may be that stale
+    query = {
+        "closed_at": None,
+        "ends_at": {"$lte": cutoff},
+        "last_points_at": {"$lte": quiet_since},
+    }
     docs = database.collection(PERIODS).find(query, {"_id": 1}).sort("ends_at", 1)
     return [doc["_id"] for doc in docs]
 
@@ -433,7 +455,9 @@ def rebuild(database: ServiceDatabase, *, tz: str, now: datetime | None = None) 
         agents_fixed += count > 0
         counted += reader.agent_entries(agent_id).items()
     recounted = _recount_boards(database, counted)
-    periods = {period for change in changes for period in closable_periods(change, tz)}
+    periods: set[tuple[str, str]] = {
+        period for change in changes for period in closable_periods(change, tz)
+    }
     for kind, key in sorted(periods):
         _ensure_period(database, kind, key, tz, now)
     return RebuildReport(

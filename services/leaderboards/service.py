@@ -72,6 +72,9 @@ class LeaderboardsService(operations.ConsumerEndpoints):
             lane=batch.lane,
             tz=self.settings.time_zone,
             now=datetime.now(UTC),
+            touch_every=handlers.touch_interval(
+                timedelta(seconds=self.settings.close_grace_seconds)
+            ),
         )
         return self.db.handle_batch("on_points", batch.events, apply)
 
