@@ -183,7 +183,16 @@ def test_an_agents_learning_shows_up_everywhere_the_portal_looks(portal: Portal)
     ).json()
     assert [e["agent_id"] for e in team_board["entries"]] == ["mei"]
 
-    credits = portal.call("GET", "/v1/agents/mei/credits", "mei", "agent").json()
+    # Credits consume the same events on their own: wait for them as for the others.
+    credits = wait_until(
+        lambda: (
+            (reply := portal.call("GET", "/v1/agents/mei/credits", "mei", "agent")).ok
+            and reply.json().get("total") == 3.0
+            and reply.json()
+        ),
+        timeout=30,
+        message="the credits to catch up",
+    )
     assert credits["total"] == 3.0
     assert credits["by_dimension"]["communication"] == 3.0
     assert credits["next_tier"]["tier"] == "advanced"
