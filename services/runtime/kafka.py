@@ -4,8 +4,8 @@ service that feeds it, with every rule about offsets in this file.
 - One green thread polls, and only it touches the kafka-python consumer (not thread-safe).
 - The records of one partition from one poll go to each entrypoint as one batch, handled
   in one database transaction (Kafka keys are agent ids, so an agent's events stay in
-  order); partitions are handled concurrently, those of reference topics (roster,
-  catalogue) first.
+  order); partitions of reference topics (roster, catalogue) first, then the rest, up to
+  `consumer_partition_concurrency` at once.
 - An offset is committed only once its handler's transaction has committed, as the
   contiguous run of finished offsets (`last + 1`): at-least-once delivery, made effectively
   once by the handled-event ids the handlers record (services/runtime/mongo.py).
@@ -168,7 +168,8 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
     def _run(self, topics: list[str]) -> None:
         try:
             self._consumer = self._connect(topics)
-            pool = GreenPool(size=1000)
+            # Partitions handled at once (see RuntimeSettings.consumer_partition_concurrency).
+            pool = GreenPool(size=self.settings.consumer_partition_concurrency)
             while self._running:
                 batch = self._poll()
                 if batch:
@@ -190,7 +191,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
 
     def _in_dependency_order(self, batch: dict[Any, Any]) -> list[list[Any]]:
         """The polled partitions in two waves: those of reference topics, then the rest;
-        partitions of one wave are handled concurrently."""
+        partitions of one wave are handled concurrently, up to the configured number."""
         reference = [p for p in batch if self._logical(p.topic) in REFERENCE_TOPICS]
         return [wave for wave in (reference, [p for p in batch if p not in reference]) if wave]
 

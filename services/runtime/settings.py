@@ -34,6 +34,12 @@ class RuntimeSettings(BaseModel):
     #: Also the largest batch a handler gets (one transaction): bigger batches mean fewer
     #: database round trips per event, up to the point where a conflict retries too much.
     consumer_max_poll_records: int = Field(500, ge=1)
+    #: Partitions of one poll handled at once, each a batch transaction. Measured on the
+    #: local stack: 1 settled the pipeline 3x faster than 6 (167 against 55 events/s),
+    #: because its database runs one statement at a time and concurrent batches that
+    #: write a shared document conflict and are retried whole. Raise it against a MongoDB
+    #: that runs transactions in parallel; replicas add parallelism either way.
+    consumer_partition_concurrency: int = Field(1, ge=1)
     handler_max_attempts: int = Field(5, ge=1, description="Then the message is dead-lettered")
     handler_retry_backoff_seconds: float = Field(0.2, ge=0)
     handler_retry_backoff_max_seconds: float = Field(5.0, ge=0)
