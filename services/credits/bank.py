@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from contracts.vocabulary import DIMENSIONS
+from services.common.times import to_millis
 
 SOURCE_COURSE = "course"
 SOURCE_GRANT = "grant"
@@ -22,12 +23,6 @@ SOURCE_GRANT = "grant"
 ACTIVE = "active"
 EXPIRED = "expired"
 REVOKED = "revoked"
-
-
-def to_millis(moment: datetime) -> datetime:
-    """`moment` in UTC, truncated to the millisecond (the database's precision)."""
-    moment = moment.astimezone(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 @dataclass(frozen=True)

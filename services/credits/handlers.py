@@ -28,6 +28,7 @@ from contracts.events import (
     CreditsRequirementMetData,
 )
 from contracts.vocabulary import AgentSnapshot
+from services.common.times import to_millis
 from services.credits import store
 from services.credits.bank import (
     SOURCE_COURSE,
@@ -36,7 +37,6 @@ from services.credits.bank import (
     can_change,
     course_lot_id,
     expiry_of,
-    to_millis,
 )
 from services.credits.policy import Policy
 from services.credits.readiness import Course, Met, RequirementTable, requirements_met

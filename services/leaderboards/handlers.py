@@ -25,6 +25,7 @@ from contracts.events import (
     StandingData,
 )
 from services.common.periods import last_instant, period_bounds, period_key
+from services.common.times import to_millis
 from services.leaderboards.boards import (
     CLOSE_TOP,
     GLOBAL,
@@ -308,8 +309,7 @@ def apply_roster(event: AgentRegistered | AgentUpdated, uow: UnitOfWork) -> bool
     if agent.get("roster_at") is not None:
         known = (agent["roster_at"], agent.get("roster_event_id") or "")
         # Mongo keeps milliseconds: compare at that precision so a re-read never looks newer.
-        moment = event.time.replace(microsecond=event.time.microsecond // 1000 * 1000)
-        if (moment, event.id) <= known:
+        if (to_millis(event.time), event.id) <= known:
             return False
     agents.update_one(
         {"_id": data.agent_id},

@@ -34,6 +34,7 @@ from contracts.events import (
     PointsReversedData,
 )
 from contracts.vocabulary import AgentSnapshot
+from services.common.times import to_millis
 from services.points.rules import (
     SHAPES,
     AwardingEvent,
@@ -59,7 +60,6 @@ from services.points.store import (
     recorded_award_ids,
     save_accounts,
     save_caps,
-    stored_time,
     version_id,
 )
 from services.runtime.errors import BadRequest, Conflict, NotFound, RuleViolation
@@ -240,9 +240,9 @@ class _Books:
     def note_snapshot(self, agent: AgentSnapshot, at: datetime) -> dict[str, Any]:
         """Keeps the newest snapshot by event time; returns the account."""
         account = self.account(agent.agent_id)
-        at = stored_time(at)
+        at = to_millis(at)
         current = account.get("snapshot_at")
-        if is_newer_snapshot(None if current is None else stored_time(current), at):
+        if is_newer_snapshot(None if current is None else to_millis(current), at):
             account.update(team_id=agent.team_id, tier=agent.tier, snapshot_at=at)
             self.changed_accounts.add(agent.agent_id)
         return account

@@ -158,15 +158,6 @@ def version_id(rule_id: str, version: int) -> str:
 ACCOUNT_FIELDS = ("balance", "seq", "team_id", "tier", "snapshot_at")
 
 
-def stored_time(moment: datetime) -> datetime:
-    """`moment` as the database keeps it (BSON dates are UTC milliseconds): times compared
-    in memory with stored ones must be cut the same way to decide as the database would."""
-    if moment.tzinfo is None:  # read through a client that is not time zone aware
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
 def find_accounts(
     db: Database, agent_ids: Collection[str], session: ClientSession | None = None
 ) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,7 @@ from contracts.api.progress import (
     ModuleCompletion,
     TicketCreate,
 )
+from services.common.times import to_millis
 from services.progress import handlers
 from services.progress.config import ProgressSettings
 from services.progress.metrics import ProgressCounters
@@ -43,7 +44,7 @@ from services.progress.store import (
     list_courses,
     list_enrollments,
 )
-from services.progress.timing import event_time, to_millis
+from services.progress.timing import event_time
 from services.progress.views import agent_view, course_view, progress_view, ticket_view
 from services.runtime import operations
 from services.runtime.errors import BadRequest, Conflict, NotFound, RuleViolation

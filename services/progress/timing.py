@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from services.common.times import to_millis
 from services.progress.rules_errors import Invalid
-
-
-def to_millis(value: datetime) -> datetime:
-    """UTC, truncated to the millisecond MongoDB stores, so a stored time equals the sent one."""
-    value = value.astimezone(UTC)
-    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
 
 
 def event_time(occurred_at: datetime | None, now: datetime, skew: timedelta) -> datetime:

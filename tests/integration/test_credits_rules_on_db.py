@@ -18,8 +18,8 @@ from pymongo import MongoClient, monitoring
 
 from contracts.api.credits import CreditGrant
 from contracts.events import CreditsExpired, CreditsRequirementMet
+from services.common.times import to_millis
 from services.credits import handlers, store, views
-from services.credits.bank import to_millis
 from services.credits.handlers import Actor
 from services.credits.policy import CreditsSettings, Policy
 from services.credits.readiness import DEFAULT_REQUIREMENTS_FILE, RequirementTable

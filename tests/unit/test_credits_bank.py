@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from services.common.times import to_millis
 from services.credits.bank import (
     ACTIVE,
     EXPIRED,
@@ -18,7 +19,6 @@ from services.credits.bank import (
     is_valid,
     known_at,
     status_at,
-    to_millis,
 )
 
 T0 = datetime(2026, 1, 10, 8, 0, tzinfo=UTC)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from services.points.store import BadCursor, decode_cursor, encode_cursor, stored_time
+from services.common.times import to_millis
+from services.points.store import BadCursor, decode_cursor, encode_cursor
 
 
 def test_a_cursor_round_trips_the_position_to_the_millisecond():
@@ -26,7 +27,7 @@ def test_a_cursor_it_did_not_make_is_refused(cursor):
 def test_a_time_is_compared_as_the_database_keeps_it_in_utc_milliseconds():
     local = timezone(timedelta(hours=8))
     at = datetime(2026, 11, 24, 0, 0, 1, 123987, tzinfo=local)
-    assert stored_time(at) == datetime(2026, 11, 23, 16, 0, 1, 123000, tzinfo=UTC)
-    assert stored_time(at).tzinfo == UTC
+    assert to_millis(at) == datetime(2026, 11, 23, 16, 0, 1, 123000, tzinfo=UTC)
+    assert to_millis(at).tzinfo == UTC
     # Read through a client that is not time zone aware: naive UTC.
-    assert stored_time(datetime(2026, 11, 23, 16, 0, 1, 123456)) == stored_time(at)
+    assert to_millis(datetime(2026, 11, 23, 16, 0, 1, 123456)) == to_millis(at)

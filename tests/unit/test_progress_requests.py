@@ -17,8 +17,9 @@ from contracts.api.progress import (
     ModuleSpec,
     TicketCreate,
 )
+from services.common.times import to_millis
 from services.progress.rules_errors import Invalid
-from services.progress.timing import event_time, to_millis
+from services.progress.timing import event_time
 
 LESSON = {"module_id": "l1", "kind": "lesson", "title": "Intro"}
 QUIZ = {"module_id": "q1", "kind": "quiz", "title": "Check"}
