@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import api, latency, pipeline, raw
+from bench import api, dbtime, latency, pipeline, raw
 from bench.config import REPORT_FILE, WORK_DIR, BenchConfig, from_environment
 from bench.profiling import Profiler
 from bench.report import table, write
@@ -66,7 +66,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
 
         workload = Workload(config.time_zone, config.seed)
         say(f"pipeline: {config.pipeline_agents} agents")
-        profiler = Profiler(stack, WORK_DIR) if config.profile else None
+        profiler = Profiler(stack, WORK_DIR, "pipeline") if config.profile == "pipeline" else None
         result = pipeline.run(
             stack,
             workload,
@@ -90,6 +90,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "derived": result.derived_events,
             "setup": {"events": result.setup_events, "seconds": round(result.setup_seconds, 1)},
             "checks": result.checks,
+            "database_time_by_statement": result.database_time,
         }
         if profiler is not None:
             report["profile"] = profiler.finish()
@@ -131,9 +132,18 @@ def run(config: BenchConfig) -> dict[str, Any]:
         check = api.verify_load(stack, rng.sample(bulk_ids, min(200, to_load)), config.time_zone)
         board_agents = bulk_ids or profiles
         say(f"reads: {config.api_clients} clients for {config.api_seconds:.0f}s")
+        reads_profiler = Profiler(stack, WORK_DIR, "reads") if config.profile == "reads" else None
+        if reads_profiler is not None:
+            reads_profiler.start(config.api_seconds)
+        client = stack.mongo()
+        before = dbtime.snapshot(client)
         reads = api.read_load(
             stack, board_agents, profiles, config.api_seconds, config.api_clients, config.seed
         )
+        reads.database_time = dbtime.spent(before, dbtime.snapshot(client))
+        client.close()
+        if reads_profiler is not None:
+            report["profile_reads"] = reads_profiler.finish()
         reads.agents_on_board = on_board + to_load
         reads.loaded_agents, reads.load_seconds = to_load, load_seconds
         reads.load_docs, reads.load_check = loaded["documents"], check

@@ -32,8 +32,9 @@ class BenchConfig:
     api_seconds: float
     api_clients: int
     profile_agents: int  # agents registered in the roster, whose profiles are read
-    #: run py-spy on the services and the database during the pipeline (BENCH_PROFILE=1)
-    profile: bool = False
+    #: run py-spy on the services and the database during one phase: BENCH_PROFILE=1 (or
+    #: `pipeline`) during the pipeline, BENCH_PROFILE=reads during the reads
+    profile: str = ""
 
 
 FULL = BenchConfig(
@@ -76,7 +77,17 @@ def from_environment(env: dict[str, str] | None = None) -> BenchConfig:
     return replace(
         config,
         time_zone=env.get("TIME_ZONE") or config.time_zone,
-        profile=env.get("BENCH_PROFILE", "") not in ("", "0"),
+        profile=_profiled_phase(env.get("BENCH_PROFILE", "")),
         pipeline_agents=int(env.get("BENCH_PIPELINE_AGENTS") or config.pipeline_agents),
         api_agents=int(env.get("BENCH_API_AGENTS") or config.api_agents),
     )
+
+
+def _profiled_phase(value: str) -> str:
+    if value in ("", "0"):
+        return ""
+    if value in ("1", "pipeline"):
+        return "pipeline"
+    if value == "reads":
+        return "reads"
+    raise SystemExit(f"BENCH_PROFILE={value!r}: use 1 (or pipeline) or reads")

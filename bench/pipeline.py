@@ -19,6 +19,7 @@ from typing import Any
 import requests
 from pymongo import MongoClient
 
+from bench import dbtime
 from bench.expected import Expected, expected_views
 from bench.kafka_io import publish, read_topic
 from bench.settle import Settler
@@ -47,6 +48,7 @@ class PipelineResult:
     derived_events: dict[str, int] = field(default_factory=dict)
     correct: bool = False
     checks: dict[str, Any] = field(default_factory=dict)
+    database_time: list[dict[str, Any]] = field(default_factory=list)
     expected: Expected | None = None
 
 
@@ -82,12 +84,16 @@ def run(
         )
         if during is not None:
             during(60.0)
+        client: MongoClient = stack.mongo()
+        before = dbtime.snapshot(client)
         started = time.monotonic()
         publish(stack.bootstrap, stream)
         result.publish_seconds = time.monotonic() - started
         settled_at = settler.wait(settle_timeout)
         result.settle_seconds = settled_at - started
         result.events_per_s = result.events / result.settle_seconds
+        result.database_time = dbtime.spent(before, dbtime.snapshot(client))
+        client.close()
         print(
             f"  published in {result.publish_seconds:.1f}s, settled after "
             f"{result.settle_seconds:.1f}s: {result.events_per_s:.0f} events/s",

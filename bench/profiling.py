@@ -17,7 +17,11 @@ from typing import Any
 
 from bench.stack import Stack
 
-PROFILED = ("points", "leaderboards", "badges", "credits", "database")
+#: The processes sampled in each phase: the consumers, or what a read goes through.
+PROFILED = {
+    "pipeline": ("points", "leaderboards", "badges", "credits", "database"),
+    "reads": ("gateway", "leaderboards", "points", "database"),
+}
 #: Leaf frames of a thread or green thread that waits (for a socket, a lock-free event, the
 #: next request): under eventlet a wait for a database reply is the hub's poll.
 WAITING = (
@@ -38,21 +42,23 @@ def py_spy() -> str | None:
 
 
 class Profiler:
-    def __init__(self, stack: Stack, out_dir: Path) -> None:
+    def __init__(self, stack: Stack, out_dir: Path, phase: str) -> None:
         self.stack = stack
         self.out_dir = out_dir
+        self.phase = phase
         self.running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
 
     def start(self, seconds: float) -> None:
+        self.seconds = seconds
         binary = py_spy()
         if binary is None:
             print("  BENCH_PROFILE=1 but py-spy is not installed: no profiles", flush=True)
             return
         pids = {p.name: p.pid for p in self.stack.processes() if p.pid is not None}
-        for name in PROFILED:
+        for name in PROFILED[self.phase]:
             if name not in pids:
                 continue
-            out = self.out_dir / f"profile-{name}.txt"
+            out = self.out_dir / f"profile-{self.phase}-{name}.txt"
             command = [
                 binary,
                 "record",
@@ -82,7 +88,7 @@ class Profiler:
             except subprocess.TimeoutExpired:
                 process.terminate()
             if out.is_file():
-                summaries[name] = summarise(out.read_text())
+                summaries[name] = summarise(out.read_text(), seconds=self.seconds)
         return summaries
 
 
