@@ -209,6 +209,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                     session_timeout_ms=s.consumer_session_timeout_ms,
                     heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
                     max_poll_records=s.consumer_max_poll_records,
+                    fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
                 )
                 consumer.subscribe([s.topic(t) for t in topics])
                 return consumer

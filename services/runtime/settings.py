@@ -40,6 +40,10 @@ class RuntimeSettings(BaseModel):
     #: write a shared document conflict and are retried whole. Raise it against a MongoDB
     #: that runs transactions in parallel; replicas add parallelism either way.
     consumer_partition_concurrency: int = Field(1, ge=1)
+    #: How long the broker may hold a fetch while it has nothing new: the most an idle
+    #: consumer adds to each hop's latency. The client's default (500 ms) measured 119 ms
+    #: median per hop at a few messages a second on the local broker, 50 ms about 8 ms.
+    consumer_fetch_max_wait_ms: int = Field(50, ge=0, le=500)
     handler_max_attempts: int = Field(5, ge=1, description="Then the message is dead-lettered")
     handler_retry_backoff_seconds: float = Field(0.2, ge=0)
     handler_retry_backoff_max_seconds: float = Field(5.0, ge=0)
