@@ -76,7 +76,8 @@ class LeaderboardsService(operations.ConsumerEndpoints):
                 timedelta(seconds=self.settings.close_grace_seconds)
             ),
         )
-        return self.db.handle_batch("on_points", batch.events, apply)
+        # The applied-points log is the consumer's own record of what it applied.
+        return self.db.apply_batch(batch.events, apply)
 
     @consume(PEOPLE_AGENTS, types=[AgentRegistered.TYPE, AgentUpdated.TYPE])
     def on_agent(self, batch: EventBatch[AgentRegistered | AgentUpdated]) -> Any:

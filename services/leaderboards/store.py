@@ -209,6 +209,11 @@ _ROW_FIELDS = {"_id": 0, "agent_id": 1, "score": 1, "reached_at": 1}
 _PLACED_FIELDS = {**_ROW_FIELDS, "board": 1, "lane": 1}
 
 
+#: Ties up to this size are read whole to rank within them (one query); larger ones are
+#: counted by the index (two queries).
+TIE_READ_WHOLE = 100
+
+
 class BoardReader:
     """Queries on one database (optionally inside a transaction's session).
 
@@ -263,14 +268,29 @@ class BoardReader:
     def rank(self, board: str, row: Row, histogram: Histogram) -> int:
         """1 + the agents above the row's score + those tied with it and ahead.
 
-        The tie is counted as two plain ranges of the rank index rather than one `$or`:
-        every server answers a range from the index, not every one plans an `$or` over it.
+        The histogram gives the size of the tie: alone on its score, the row needs no
+        query; a small tie is read whole (one find on the rank index); a large one is
+        counted as two plain ranges of the index rather than one `$or` (every server answers
+        a range from the index, not every one plans an `$or` over it).
         """
-        same = {"board": board, "score": row.score}
-        tied_ahead = self._count({**same, "reached_at": {"$lt": row.reached_at}})
-        tied_ahead += self._count(
-            {**same, "reached_at": row.reached_at, "agent_id": {"$lt": row.agent_id}}
-        )
+        tied = histogram.get(row.score, 0)
+        if tied <= 1:
+            tied_ahead = 0
+        elif tied <= TIE_READ_WHOLE:
+            tie = {"board": board, "score": row.score}
+            tied_ahead = sum(
+                1
+                for doc in self.db[ENTRIES].find(
+                    tie, {"_id": 0, "reached_at": 1, "agent_id": 1}, session=self.session
+                )
+                if (doc["reached_at"], doc["agent_id"]) < (row.reached_at, row.agent_id)
+            )
+        else:
+            same = {"board": board, "score": row.score}
+            tied_ahead = self._count({**same, "reached_at": {"$lt": row.reached_at}})
+            tied_ahead += self._count(
+                {**same, "reached_at": row.reached_at, "agent_id": {"$lt": row.agent_id}}
+            )
         return 1 + ahead_of(histogram, row.score) + tied_ahead
 
     def positions(

@@ -20,7 +20,7 @@ import pytest
 from pymongo import MongoClient
 
 from contracts.events import PointsAwarded, PointsChangeData
-from services.leaderboards import handlers
+from services.leaderboards import handlers, store
 from services.leaderboards.boards import PointChange, fold, ranked, total
 from services.leaderboards.store import DOCUMENTS, BoardReader, counts_id
 from services.runtime.mongo import ServiceDatabase
@@ -89,9 +89,9 @@ def lane_of(agent: str) -> int:
 
 
 def apply_batch(db: ServiceDatabase, events, lane: int) -> object:
-    """One batch the way the consumer applies it: handled ids and the work in one transaction."""
+    """One batch the way the consumer applies it: the work, deduplicated by its own log."""
     work = partial(handlers.apply_points, lane=lane, tz=TZ, now=datetime.now(UTC))
-    return db.handle_batch("on_points", list(events), work)
+    return db.apply_batch(list(events), work)
 
 
 def apply(db: ServiceDatabase, events, batch: int = 25) -> None:
@@ -180,7 +180,10 @@ def test_pages_ranks_and_neighbours_match_the_reference(database_):
     assert (report.entries_fixed, report.boards_recounted) == (0, 0)
 
 
-def test_ranks_inside_one_tie_go_by_time_then_agent_id(make_database):
+@pytest.mark.parametrize("read_whole", [100, 2], ids=["tie-read-whole", "tie-counted"])
+def test_ranks_inside_one_tie_go_by_time_then_agent_id(make_database, monkeypatch, read_whole):
+    # Ties up to TIE_READ_WHOLE are read in one query, larger ones counted: both agree.
+    monkeypatch.setattr(store, "TIE_READ_WHOLE", read_whole)
     db = make_database()
     t = datetime(2026, 5, 12, 2, tzinfo=UTC)
     events = [
@@ -252,9 +255,11 @@ def test_batches_give_what_the_events_one_by_one_give(make_database):
         for part in (mine[: cuts[0]], mine[cuts[0] : cuts[1]], mine[cuts[1] :], mine[:9]):
             part = part + part[:2]  # the same event twice in one batch
             apply_batch(batched, part, lane)
-            applied += direct.transaction(
-                lambda uow, part=part, lane=lane: handlers.apply_points(
-                    uow, part, lane=lane, tz=TZ, now=datetime.now(UTC)
+            applied += len(
+                direct.transaction(
+                    lambda uow, part=part, lane=lane: handlers.apply_points(
+                        uow, part, lane=lane, tz=TZ, now=datetime.now(UTC)
+                    )
                 )
             )
     assert applied == len(events)  # each event applied once, every repeat skipped
@@ -278,6 +283,25 @@ def test_batches_give_what_the_events_one_by_one_give(make_database):
         assert count_maps(db) == count_maps(one_by_one)
         assert {d["_id"]: d["points_team_id"] for d in db.db.agents.find()} == teams
         assert sorted(d["_id"] for d in db.db.periods.find()) == periods
+
+
+def test_a_redelivered_batch_is_skipped_by_the_applied_log_alone(make_database):
+    """The points consumer keeps no handled-id record: its applied log is the record."""
+    db = make_database()
+    at = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    first = [award("ada", 5, at), award("bob", 3, at)]
+    handled = apply_batch(db, [*first, first[0]], lane=0)
+    assert handled.fresh_ids == {event.id for event in first}
+
+    again = apply_batch(db, [first[1], award("ada", 2, at + timedelta(minutes=1))], lane=0)
+    assert first[1].id not in again.fresh_ids and len(again.fresh_ids) == 1
+    assert db.db["processed_events"].count_documents({}) == 0
+    reader = BoardReader(db.db)
+    board = "all-time|global"
+    assert [(row.agent_id, row.score) for row in reader.top(board, 0, 10)] == [
+        ("ada", 7),
+        ("bob", 3),
+    ]
 
 
 def test_an_entry_moving_lanes_keeps_the_count_maps_exact(make_database):
