@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 from kafka.partitioner.default import murmur2
-from pymongo import UpdateOne
+from pymongo import ReplaceOne
 
 from bench.stack import Stack
 from bench.stats import percentiles
@@ -36,16 +36,16 @@ from contracts.vocabulary import TIERS
 from deploy.local.topics import DEFAULT_PARTITIONS
 from services.gateway.auth import mint
 from services.leaderboards.boards import PointChange, Standing, fold, total
+from services.leaderboards.count_maps import unpack
 from services.leaderboards.store import (
     AGENTS,
     APPLIED,
     ENTRIES,
     SCORE_COUNTS,
-    WRITE_TOKEN,
     BoardReader,
+    count_map_document,
     counts_id,
     entry_id,
-    new_write_token,
 )
 from services.runtime.mongo import find_by_ids
 
@@ -189,34 +189,27 @@ def write_board_documents(
         if s.score > 0:
             counts[(board, lane_of(agent))][s.score] += 1
     # New maps are inserted (the cheap write); those the pipeline's agents already have
-    # (the global and tier boards) get the counts added.
+    # (the global and tier boards) are rewritten with the counts added.
     ids = {key: counts_id(*key) for key in counts}
-    existing = set(find_by_ids(db[SCORE_COUNTS], ids.values(), projection={"_id": 1}))
+    existing = {
+        id_: unpack(doc.get("counts"))
+        for id_, doc in find_by_ids(db[SCORE_COUNTS], ids.values()).items()
+    }
     written += _insert(
         db[SCORE_COUNTS],
         (
-            {
-                "_id": ids[(board, lane)],
-                "board": board,
-                "lane": lane,
-                "counts": {str(score): n for score, n in sorted(by_score.items())},
-                WRITE_TOKEN: new_write_token(),
-            }
+            count_map_document(board, lane, by_score)
             for (board, lane), by_score in counts.items()
             if ids[(board, lane)] not in existing
         ),
     )
-    additions = [
-        UpdateOne(
-            {"_id": ids[(board, lane)]},
-            {
-                "$inc": {f"counts.{score}": n for score, n in sorted(by_score.items())},
-                "$set": {WRITE_TOKEN: new_write_token()},
-            },
-        )
-        for (board, lane), by_score in counts.items()
-        if ids[(board, lane)] in existing
-    ]
+    additions = []
+    for (board, lane), by_score in counts.items():
+        held = existing.get(ids[(board, lane)])
+        if held is not None:
+            merged = {s: held.get(s, 0) + by_score.get(s, 0) for s in held.keys() | by_score}
+            document = count_map_document(board, lane, merged)
+            additions.append(ReplaceOne({"_id": document["_id"]}, document))
     if additions:
         db[SCORE_COUNTS].bulk_write(additions, ordered=False)
     return written + len(additions)

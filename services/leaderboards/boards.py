@@ -193,12 +193,12 @@ def ranked(entries: dict[str, Standing]) -> list[tuple[int, str, Standing]]:
 Histogram = dict[int, int]
 
 
-def merge_counts(maps: Iterable[Mapping[str, int]]) -> Histogram:
-    """One board's histogram from its per-lane count maps (keys are scores as text)."""
-    merged: Counter[str] = Counter()
+def merge_counts(maps: Iterable[Mapping[int, int]]) -> Histogram:
+    """One board's histogram from its per-lane count maps."""
+    merged: Counter[int] = Counter()
     for counts in maps:
-        merged.update(counts)  # by key as stored: each distinct score is parsed once
-    return {int(score): n for score, n in merged.items() if n > 0 and int(score) > 0}
+        merged.update(counts)
+    return {score: n for score, n in merged.items() if n > 0 and score > 0}
 
 
 def total(histogram: Histogram) -> int:

@@ -37,6 +37,7 @@ from services.leaderboards.boards import (
     count_changes,
     fold,
 )
+from services.leaderboards.count_maps import is_packed, unpack
 from services.leaderboards.store import (
     AGENTS,
     APPLIED,
@@ -44,14 +45,13 @@ from services.leaderboards.store import (
     ENTRIES,
     PERIODS,
     SCORE_COUNTS,
-    WRITE_TOKEN,
     BoardReader,
     Row,
+    count_map_document,
     counts_id,
     display,
     entry_id,
     lane_of,
-    new_write_token,
 )
 from services.runtime.mongo import ServiceDatabase, UnitOfWork, find_by_ids
 
@@ -202,42 +202,37 @@ def _entry(
 
 
 def _count_moves(uow: UnitOfWork, moves: list[Move]) -> None:
-    """Applies the entries' moves to the count maps: one read of the counts they change,
-    one bulk write. A count that reaches zero is removed, and a map left empty is deleted,
-    so the maps depend on the entries only, never on how the events were batched."""
+    """Applies the entries' moves to the count maps: one read of the maps they change, one
+    bulk write of them rewritten whole (count_maps.py). A count that reaches zero is
+    removed, and a map left empty is deleted, so the maps depend on the entries only, never
+    on how the events were batched."""
     changes = count_changes(moves)
     if not changes:
         return
     s = uow.session
     maps = uow.collection(SCORE_COUNTS)
     ids = {key: counts_id(*key) for key in changes}
-    fields = {f"counts.{score}": 1 for by_score in changes.values() for score in by_score}
     held = {
-        doc["_id"]: doc.get("counts") or {}
-        for doc in find_by_ids(maps, ids.values(), s, projection=fields).values()
+        doc["_id"]: unpack(doc.get("counts"))
+        for doc in find_by_ids(maps, ids.values(), s, projection={"counts": 1}).values()
     }
-    writes: list[UpdateOne] = []
-    emptied: list[DeleteOne] = []  # maps whose last count this batch removes
+    writes: list[ReplaceOne | DeleteOne] = []
     for (board, lane), by_score in changes.items():
         id_ = ids[(board, lane)]
         counts = held.get(id_, {})
-        update: dict[str, Any] = {
-            "$setOnInsert": {"board": board, "lane": lane},
-            "$set": {WRITE_TOKEN: new_write_token()},
-        }
         for score, n in by_score.items():
-            if counts.get(str(score), 0) + n > 0:
-                update.setdefault("$inc", {})[f"counts.{score}"] = n
+            left = counts.get(score, 0) + n
+            if left > 0:
+                counts[score] = left
             else:  # below zero only if the map was damaged: the rebuild recounts it
-                update.setdefault("$unset", {})[f"counts.{score}"] = ""
-        if "$inc" not in update and id_ not in held:
-            continue  # nothing to take back from a map that is missing (damaged)
-        writes.append(UpdateOne({"_id": id_}, update, upsert=True))
-        if "$unset" in update:
-            emptied.append(DeleteOne({"_id": id_, "counts": {}}))
+                counts.pop(score, None)
+        if counts:
+            document = count_map_document(board, lane, counts)
+            writes.append(ReplaceOne({"_id": id_}, document, upsert=True))
+        elif id_ in held:
+            writes.append(DeleteOne({"_id": id_}))
     if writes:
-        # Ordered, the updates before the deletes: each run of one kind is one command.
-        maps.bulk_write([*writes, *emptied], ordered=True, session=s)
+        maps.bulk_write(writes, ordered=False, session=s)
 
 
 def _touch_periods(
@@ -478,8 +473,9 @@ def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str) -> int:
     reader = BoardReader(uow.db, uow.session)
     expected = {board: standing for (board, _), standing in fold(reader.log(agent_id), tz).items()}
     live = reader.agent_entries(agent_id)
-    # A recreated entry is counted where the agent's other entries are (its events are
-    # keyed by agent, so they come from one lane), else where its log was applied from.
+    # A recreated entry is counted where most of the agent's other entries are, else where
+    # its log was last applied from (any lane counts right: the lane only keeps concurrent
+    # batches off each other's maps).
     lanes = Counter(row.lane or 0 for row in live.values())
     home = lanes.most_common(1)[0][0] if lanes else reader.logged_lane(agent_id) or 0
     entries = uow.collection(ENTRIES)
@@ -516,15 +512,32 @@ def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str) -> int:
 
 
 def upgrade_storage(database: ServiceDatabase) -> int:
-    """Upgrades boards stored by the release before count maps: their per-board totals
-    (`boards`) give way to count maps recounted from the entries (entries without a lane
-    count in lane 0). Idempotent; returns how many boards were recounted."""
-    if LEGACY_BOARD_TOTALS not in database.db.list_collection_names():
-        return 0
-    recounted = _recount_boards(database, BoardReader(database.db).all_entries())
-    database.db.drop_collection(LEGACY_BOARD_TOTALS)
-    log.info("leaderboards storage upgraded: %d boards recounted into count maps", recounted)
-    return recounted
+    """Brings boards stored by earlier releases to this layout; idempotent. Returns how
+    many boards were recounted or count maps repacked.
+
+    - Per-board totals (`boards`, before count maps) give way to count maps recounted from
+      the entries (entries without a lane count in lane 0).
+    - Count maps stored as documents of {"<score>": agents} fields are packed
+      (count_maps.py). Instances of the earlier release must be stopped first: they would
+      add to a packed map by field.
+    """
+    upgraded = 0
+    if LEGACY_BOARD_TOTALS in database.db.list_collection_names():
+        upgraded += _recount_boards(database, BoardReader(database.db).all_entries())
+        database.db.drop_collection(LEGACY_BOARD_TOTALS)
+    maps = database.collection(SCORE_COUNTS)
+    repacks = []
+    for doc in maps.find({}):
+        if not is_packed(doc.get("counts")):
+            counts = unpack(doc.get("counts"))  # pack() keeps the positive counts only
+            document = count_map_document(doc["board"], doc["lane"], counts)
+            repacks.append(ReplaceOne({"_id": doc["_id"]}, document))
+    if repacks:
+        maps.bulk_write(repacks, ordered=False)
+        upgraded += len(repacks)
+    if upgraded:
+        log.info("leaderboards storage upgraded: %d boards recounted or maps packed", upgraded)
+    return upgraded
 
 
 def _recount_boards(database: ServiceDatabase, entries: Iterable[tuple[str, Row]]) -> int:
@@ -558,14 +571,9 @@ def _recount_board(uow: UnitOfWork, board: str) -> None:
     stale = {doc["_id"] for doc in maps.find({"board": board}, {"_id": 1}, session=s)}
     writes: list[ReplaceOne | DeleteOne] = []
     for lane, by_score in counts.items():
-        document = {
-            "board": board,
-            "lane": lane,
-            "counts": {str(score): n for score, n in sorted(by_score.items())},
-            WRITE_TOKEN: new_write_token(),
-        }
-        writes.append(ReplaceOne({"_id": counts_id(board, lane)}, document, upsert=True))
-        stale.discard(counts_id(board, lane))
+        document = count_map_document(board, lane, by_score)
+        writes.append(ReplaceOne({"_id": document["_id"]}, document, upsert=True))
+        stale.discard(document["_id"])
     writes += [DeleteOne({"_id": id_}) for id_ in sorted(stale)]
     if writes:
         maps.bulk_write(writes, ordered=True, session=s)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,6 +37,7 @@ from services.leaderboards.boards import (
     merge_counts,
     order_key,
 )
+from services.leaderboards.count_maps import pack, unpack
 from services.runtime.mongo import find_by_ids
 
 # --- documents (declared for their indexes; writes go through pymongo) -----------------
@@ -83,7 +84,7 @@ class ScoreCounts(me.Document):
     id = me.StringField(primary_key=True)  # counts_id(board, lane)
     board = me.StringField(required=True)
     lane = me.IntField(required=True)
-    counts = me.DictField()  # {"<score>": agents}: scores above 0, no zero counts
+    counts = me.BinaryField()  # count_maps.pack({score: agents}): scores above 0
     meta = {
         "collection": "score_counts",
         "indexes": [{"fields": ["board"], "name": "by_board"}],
@@ -150,6 +151,17 @@ _HISTOGRAMS: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Histogram]] = O
 
 def new_write_token() -> str:
     return uuid.uuid4().hex
+
+
+def count_map_document(board: str, lane: int, counts: Mapping[int, int]) -> dict[str, Any]:
+    """A count map as stored, with a new write token (whoever writes a map changes it)."""
+    return {
+        "_id": counts_id(board, lane),
+        "board": board,
+        "lane": lane,
+        "counts": pack(counts),
+        WRITE_TOKEN: new_write_token(),
+    }
 
 
 def entry_id(board: str, agent_id: str) -> str:
@@ -247,7 +259,7 @@ class BoardReader:
         docs = list(
             maps.find({"board": board}, {"counts": 1, WRITE_TOKEN: 1}, session=self.session)
         )
-        histogram = merge_counts(doc.get("counts") or {} for doc in docs)
+        histogram = merge_counts(unpack(doc.get("counts")) for doc in docs)
         # What was read may be newer than the tokens: cache it under its own tokens.
         read_tokens = tuple(sorted((doc["_id"], doc.get(WRITE_TOKEN)) for doc in docs))
         if all(token is not None for _, token in read_tokens):
@@ -366,9 +378,9 @@ class BoardReader:
         return None if doc is None else int(doc["lane"])
 
     def stored_counts(self) -> Iterator[tuple[str, int, dict[int, int]]]:
-        """Every count map as stored: (board, lane, {score: count}), zero counts included."""
+        """Every count map as stored: (board, lane, {score: count})."""
         for doc in self.db[SCORE_COUNTS].find({}):
-            counts = {int(score): n for score, n in (doc.get("counts") or {}).items()}
+            counts = unpack(doc.get("counts"))
             yield doc["board"], doc["lane"], counts
 
 

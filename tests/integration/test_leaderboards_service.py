@@ -33,8 +33,8 @@ from services.common.periods import last_instant
 from services.leaderboards.boards import PointChange, fold, ranked
 from services.leaderboards.rebuild import rebuild_from_config
 from services.leaderboards.service import LeaderboardsService
-from services.leaderboards.store import counts_id
 from services.runtime.settings import settings_from_config
+from tests.support.count_maps import add_to_maps, counted_from_entries, stored_maps
 from tests.support.harness import (
     EventBus,
     base_url,
@@ -147,19 +147,6 @@ def mine(rows, agents) -> list:
 def entries_of(db, agents) -> dict[tuple[str, str], tuple[int, datetime]]:
     docs = db.board_entries.find({"agent_id": {"$in": list(agents)}})
     return {(d["board"], d["agent_id"]): (d["score"], d["reached_at"]) for d in docs}
-
-
-def count_maps(db) -> dict[str, dict[str, int]]:
-    return {d["_id"]: d["counts"] for d in db.score_counts.find()}
-
-
-def counted_from_entries(db) -> dict[str, dict[str, int]]:
-    """The score count maps the entries call for: per (board, lane), agents per score."""
-    maps: dict[str, dict[str, int]] = {}
-    for d in db.board_entries.find({"score": {"$gt": 0}}):
-        counts = maps.setdefault(counts_id(d["board"], d["lane"]), {})
-        counts[str(d["score"])] = counts.get(str(d["score"]), 0) + 1
-    return maps
 
 
 def as_change(event) -> PointChange:
@@ -337,7 +324,7 @@ def test_shuffled_and_repeated_stream_gives_the_canonical_boards_and_rebuild_equ
         for key, standing in fold([as_change(e) for e in events], TZ).items()
     }
     wait_until(lambda: entries_of(db, agents) == expected, timeout=30, message="canonical boards")
-    wait_until(lambda: count_maps(db) == counted_from_entries(db), message="count maps = entries")
+    wait_until(lambda: stored_maps(db) == counted_from_entries(db), message="count maps = entries")
     for period in ("all-time", "2026-W44", "2026-10", "2026-11"):
         board_key = f"{period}|global"
         canonical = [
@@ -361,7 +348,7 @@ def test_shuffled_and_repeated_stream_gives_the_canonical_boards_and_rebuild_equ
     shown = standings(a)
     db.board_entries.delete_many({"agent_id": {"$in": agents[:3]}})  # lose some entries
     db.board_entries.update_many({"agent_id": agents[3]}, {"$inc": {"score": 1000}})  # corrupt
-    db.score_counts.update_many({"board": "2026-W44|global"}, {"$inc": {"counts.7": 2}})
+    add_to_maps(db, {"board": "2026-W44|global"}, {7: 2})
     assert standings(a) != shown  # the damage is visible
     response = requests.post(f"{a}/v1/leaderboards/rebuild", timeout=120)
     assert response.status_code == 200, response.text
@@ -370,7 +357,7 @@ def test_shuffled_and_repeated_stream_gives_the_canonical_boards_and_rebuild_equ
     assert report["boards_recounted"] > 0
     assert entries_of(db, agents) == live
     assert standings(a) == shown
-    assert count_maps(db) == counted_from_entries(db)
+    assert stored_maps(db) == counted_from_entries(db)
     again = requests.post(f"{b}/v1/leaderboards/rebuild", json={}, timeout=120).json()
     assert again["entries_fixed"] == 0 and again["boards_recounted"] == 0
 

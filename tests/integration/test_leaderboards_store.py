@@ -22,8 +22,11 @@ from pymongo import MongoClient
 from contracts.events import PointsAwarded, PointsChangeData
 from services.leaderboards import handlers, store
 from services.leaderboards.boards import PointChange, fold, ranked, total
+from services.leaderboards.count_maps import is_packed
 from services.leaderboards.store import DOCUMENTS, BoardReader, counts_id
 from services.runtime.mongo import ServiceDatabase
+from tests.support.count_maps import add_to_maps, put_map, stored_maps
+from tests.support.count_maps import counted_from_entries as entries_call_for
 from tests.support.databases import fresh_service_database
 
 pytestmark = pytest.mark.integration
@@ -116,18 +119,12 @@ def entries(db: ServiceDatabase) -> dict[tuple[str, str], tuple[int, datetime, i
     }
 
 
-def count_maps(db: ServiceDatabase) -> dict[str, dict[str, int]]:
-    return {d["_id"]: d["counts"] for d in db.db.score_counts.find()}
+def count_maps(db: ServiceDatabase) -> dict[str, dict[int, int]]:
+    return stored_maps(db.db)
 
 
-def counted_from_entries(db: ServiceDatabase) -> dict[str, dict[str, int]]:
-    """The count maps the entries call for: per (board, lane), agents per score above 0."""
-    maps: dict[str, dict[str, int]] = {}
-    for (board, _), (score, _, lane) in entries(db).items():
-        if score > 0:
-            counts = maps.setdefault(counts_id(board, lane), {})
-            counts[str(score)] = counts.get(str(score), 0) + 1
-    return maps
+def counted_from_entries(db: ServiceDatabase) -> dict[str, dict[int, int]]:
+    return entries_call_for(db.db)
 
 
 def reference(events, board: str) -> list:
@@ -310,13 +307,13 @@ def test_an_entry_moving_lanes_keeps_the_count_maps_exact(make_database):
     mover, still = award("mv-a", 10, t), award("mv-b", 10, t)
     apply_batch(db, [mover, still], 0)
     maps = count_maps(db)
-    assert maps[counts_id(BOARD, 0)] == {"10": 2}
+    assert maps[counts_id(BOARD, 0)] == {10: 2}
 
     # the same agent's events now come from lane 2 (its partition moved): its entries move
     apply_batch(db, [award("mv-a", 5, t + timedelta(hours=1))], 2)
     maps = count_maps(db)
-    assert maps[counts_id(BOARD, 0)] == {"10": 1}
-    assert maps[counts_id(BOARD, 2)] == {"15": 1}
+    assert maps[counts_id(BOARD, 0)] == {10: 1}
+    assert maps[counts_id(BOARD, 2)] == {15: 1}
     assert count_maps(db) == counted_from_entries(db)
 
     # a net change of 0 still moves the entry (and its count) to the batch's lane, and the
@@ -326,7 +323,7 @@ def test_an_entry_moving_lanes_keeps_the_count_maps_exact(make_database):
     )
     maps = count_maps(db)
     assert counts_id(BOARD, 0) not in maps
-    assert maps[counts_id(BOARD, 1)] == {"10": 1}
+    assert maps[counts_id(BOARD, 1)] == {10: 1}
     assert count_maps(db) == counted_from_entries(db)
 
     # leaving the board takes the count back; the map keeps no zero
@@ -343,19 +340,11 @@ def test_rebuild_repairs_damaged_count_maps(make_database):
     t = datetime(2026, 5, 12, 2, tzinfo=UTC)
     apply(db, [award(f"rp-{i}", 5 + i % 4, t + timedelta(minutes=i)) for i in range(12)])
     good = count_maps(db)
-    maps = db.db.score_counts
-    maps.update_one({"_id": counts_id(BOARD, 1)}, {"$inc": {"counts.5": 3, "counts.99": 1}})
-    maps.update_one({"_id": counts_id(BOARD, 2)}, {"$set": {"counts.6": 0}})
-    maps.delete_one({"_id": counts_id("all-time|global", 0)})
-    maps.insert_one({"_id": counts_id(BOARD, 7), "board": BOARD, "lane": 7, "counts": {"1": 4}})
-    maps.insert_one(
-        {
-            "_id": counts_id("2026-W01|global", 0),
-            "board": "2026-W01|global",
-            "lane": 0,
-            "counts": {},
-        }
-    )
+    add_to_maps(db.db, {"_id": counts_id(BOARD, 1)}, {5: 3, 99: 1})
+    add_to_maps(db.db, {"_id": counts_id(BOARD, 2)}, {6: -1})  # a count lost
+    db.db.score_counts.delete_one({"_id": counts_id("all-time|global", 0)})
+    put_map(db.db, BOARD, 7, {1: 4})  # a lane nobody is counted in
+    put_map(db.db, "2026-W01|global", 0, {})  # an empty map left behind
     assert total(BoardReader(db.db).histogram(BOARD)) != 12  # the damage shows
 
     report = handlers.rebuild(db, tz=TZ)
@@ -387,7 +376,7 @@ def test_boards_stored_before_count_maps_are_upgraded_on_start(make_database):
 
     assert handlers.upgrade_storage(db) > 0
     assert "boards" not in db.db.list_collection_names()
-    assert count_maps(db) == counted_from_entries_without_lanes(db)
+    assert count_maps(db) == counted_from_entries(db)  # entries without lanes: lane 0
     assert total(BoardReader(db.db).histogram(BOARD)) == 9
     assert handlers.upgrade_storage(db) == 0  # once only
     # and the boards go on from there
@@ -397,12 +386,23 @@ def test_boards_stored_before_count_maps_are_upgraded_on_start(make_database):
     assert count_maps(db) == counted_from_entries(db)
 
 
-def counted_from_entries_without_lanes(db: ServiceDatabase) -> dict[str, dict[str, int]]:
-    maps: dict[str, dict[str, int]] = {}
-    for d in db.db.board_entries.find({"score": {"$gt": 0}}):
-        counts = maps.setdefault(counts_id(d["board"], d.get("lane", 0)), {})
-        counts[str(d["score"])] = counts.get(str(d["score"]), 0) + 1
-    return maps
+def test_count_maps_stored_as_fields_are_packed_on_start(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    apply(db, [award(f"pk-{i}", 5 + i % 3, t + timedelta(minutes=i)) for i in range(9)])
+    want = count_maps(db)
+    # What the earlier release stored: {"<score>": agents} fields, zero counts possible.
+    for id_, counts in want.items():
+        fields = {str(score): n for score, n in counts.items()} | {"1234": 0}
+        db.db.score_counts.update_one({"_id": id_}, {"$set": {"counts": fields}})
+    assert total(BoardReader(db.db).histogram(BOARD)) == 9  # read as before the upgrade
+
+    assert handlers.upgrade_storage(db) == len(want)
+    assert all(is_packed(d["counts"]) for d in db.db.score_counts.find())
+    assert count_maps(db) == want == counted_from_entries(db)
+    assert handlers.upgrade_storage(db) == 0  # once only
+    apply(db, [award("pk-0", 100, t + timedelta(hours=1))])
+    assert count_maps(db) == counted_from_entries(db)
 
 
 def test_a_histogram_read_from_memory_is_never_one_write_behind(make_database):

@@ -30,6 +30,7 @@ from services.leaderboards.boards import (
     resolve_period,
     total,
 )
+from services.leaderboards.count_maps import is_packed, merged_by_board, pack, unpack
 from services.leaderboards.settings import LeaderboardSettings
 
 TZ = "Asia/Shanghai"
@@ -267,7 +268,7 @@ def positions(histogram: dict[int, int]) -> list[int]:
 
 
 def test_lane_maps_merge_into_one_histogram_of_positive_counts():
-    lanes = [{"10": 2, "7": 1, "3": 0}, {"10": 1, "12": 4}, {}]
+    lanes = [{10: 2, 7: 1, 3: 0}, {10: 1, 12: 4}, {}]
     assert merge_counts(lanes) == {12: 4, 10: 3, 7: 1}
     assert total(merge_counts(lanes)) == 8
     assert ahead_of(merge_counts(lanes), 10) == 4
@@ -306,3 +307,38 @@ def test_count_changes_net_out_per_lane_and_score():
         Move("C", 1, -2, 1, 0),  # never on the board
     ]
     assert count_changes(moves) == {("B", 1): {15: 2, 4: -1}, ("B", 2): {15: -1}}
+
+
+# --- count maps as stored ----------------------------------------------------------------
+
+
+def test_a_packed_count_map_reads_back_as_written_without_zero_counts():
+    counts = {1: 3, 25_000: 1, 2**40: 7, 12: 0, 9: -1}
+    stored = pack(counts)
+    assert is_packed(stored)
+    assert unpack(stored) == {1: 3, 25_000: 1, 2**40: 7}
+    assert unpack(pack({})) == {} == unpack(None)
+
+
+def test_a_count_map_of_the_earlier_layout_reads_the_same():
+    legacy = {"10": 2, "7": 1}
+    assert not is_packed(legacy)
+    assert unpack(legacy) == {10: 2, 7: 1}
+    assert merge_counts([unpack(legacy), unpack(pack({10: 1, 12: 4}))]) == {12: 4, 10: 3, 7: 1}
+
+
+def test_count_maps_compare_as_their_boards_whatever_the_lanes():
+    one = [
+        {"board": "b", "lane": 0, "counts": pack({10: 2, 7: 1})},
+        {"board": "c", "lane": 3, "counts": pack({1: 1})},
+    ]
+    other = [
+        {"board": "b", "lane": 1, "counts": pack({10: 1})},
+        {"board": "b", "lane": 4, "counts": pack({10: 1, 7: 1})},
+        {"board": "c", "lane": 0, "counts": pack({1: 1})},
+    ]
+    assert merged_by_board(one) == merged_by_board(other)
+    assert merged_by_board(one) == [
+        {"board": "b", "counts": {"7": 1, "10": 2}},
+        {"board": "c", "counts": {"1": 1}},
+    ]
