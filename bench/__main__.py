@@ -90,6 +90,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "derived": result.derived_events,
             "setup": {"events": result.setup_events, "seconds": round(result.setup_seconds, 1)},
             "checks": result.checks,
+            "cpu_seconds": result.cpu_seconds,
             "database_time_by_statement": result.database_time,
         }
         if profiler is not None:

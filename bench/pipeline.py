@@ -49,6 +49,8 @@ class PipelineResult:
     correct: bool = False
     checks: dict[str, Any] = field(default_factory=dict)
     database_time: list[dict[str, Any]] = field(default_factory=list)
+    #: CPU seconds per process while the pipeline ran, and per 1,000 events
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     expected: Expected | None = None
 
 
@@ -86,12 +88,17 @@ def run(
             during(60.0)
         client: MongoClient = stack.mongo()
         before = dbtime.snapshot(client)
+        cpu_before = stack.cpu() | {"bench": time.process_time()}
         started = time.monotonic()
         publish(stack.bootstrap, stream)
         result.publish_seconds = time.monotonic() - started
         settled_at = settler.wait(settle_timeout)
         result.settle_seconds = settled_at - started
         result.events_per_s = result.events / result.settle_seconds
+        cpu_after = stack.cpu() | {"bench": time.process_time()}
+        result.cpu_seconds = {
+            name: round(cpu_after[name] - cpu_before.get(name, 0.0), 1) for name in cpu_after
+        }
         result.database_time = dbtime.spent(before, dbtime.snapshot(client))
         client.close()
         print(

@@ -66,6 +66,22 @@ def peak_rss_mb(pid: int) -> dict[str, float]:
     return values
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its descendants so far, in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{current}/stat").read_text()
+            fields = stat.rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+    return total
+
+
 @dataclass
 class Stack:
     config: BenchConfig
@@ -153,6 +169,14 @@ class Stack:
     def memory(self) -> dict[str, dict[str, float]]:
         return {
             process.name: peak_rss_mb(process.pid)
+            for process in self.processes()
+            if process.pid is not None and process.is_running
+        }
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each process (with its children)."""
+        return {
+            process.name: cpu_seconds(process.pid)
             for process in self.processes()
             if process.pid is not None and process.is_running
         }

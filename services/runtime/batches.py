@@ -1,4 +1,4 @@
-"""What a consuming method receives: the events of one partition from one poll.
+"""What a consuming method receives: the events of one poll (or of a share of its partitions).
 
 Handling a batch in one database transaction with bulk writes is what makes consumers fast
 (the database's per-statement cost dominates; LOCAL-STACK.md): see `ServiceDatabase
@@ -22,12 +22,13 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class EventBatch(Generic[E]):
-    """1..N events of one partition, in offset order, of the types the method accepts.
+    """1..N events of the types the method accepts, each partition's in offset order.
 
-    `lane` is the partition number. Two batches of one lane are never handled at the same
-    time within a process (across instances only briefly, while the group rebalances; the
-    transaction makes that safe), so a handler may keep per-lane documents (shards of a
-    shared counter) that concurrent batches of other lanes never write.
+    `lane` is the lowest partition number among the batch's events. A process handles
+    batches of disjoint partitions at once, and instances own disjoint partitions (but
+    briefly, while the group rebalances; the transaction makes that safe): so two batches
+    of one lane are not handled at the same time, and a handler may keep per-lane documents
+    (shards of a shared counter) that concurrent batches never both write.
     """
 
     events: tuple[E, ...]

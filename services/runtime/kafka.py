@@ -2,10 +2,11 @@
 service that feeds it, with every rule about offsets in this file.
 
 - One green thread polls, and only it touches the kafka-python consumer (not thread-safe).
-- The records of one partition from one poll go to each entrypoint as one batch, handled
-  in one database transaction (Kafka keys are agent ids, so an agent's events stay in
-  order); partitions of reference topics (roster, catalogue) first, then the rest, up to
-  `consumer_partition_concurrency` at once.
+- The records of one poll go to each entrypoint as one batch (the partitions one after
+  another, each in offset order: Kafka keys are agent ids, so an agent's events stay in
+  order), handled in one database transaction; reference topics (roster, catalogue) first,
+  then the rest. `consumer_partition_concurrency` > 1 splits a poll's partitions into that
+  many batches handled at once.
 - An offset is committed only once its handler's transaction has committed, as the
   contiguous run of finished offsets (`last + 1`): at-least-once delivery, made effectively
   once by the handled-event ids the handlers record (services/runtime/mongo.py).
@@ -168,17 +169,17 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
     def _run(self, topics: list[str]) -> None:
         try:
             self._consumer = self._connect(topics)
-            # Partitions handled at once (see RuntimeSettings.consumer_partition_concurrency).
-            pool = GreenPool(size=self.settings.consumer_partition_concurrency)
+            groups = self.settings.consumer_partition_concurrency
+            pool = GreenPool(size=groups)
             while self._running:
                 batch = self._poll()
                 if batch:
                     for partition, records in batch.items():
                         self.tracker.start(partition, records[0].offset)
                     # Reference data (roster, catalogue) first, then everything else.
-                    for partitions in self._in_dependency_order(batch):
-                        for partition in partitions:
-                            pool.spawn(self._handle_partition, partition, batch[partition])
+                    for wave in self._in_dependency_order(batch):
+                        for group in _split(wave, groups):
+                            pool.spawn(self._handle_records, [(p, batch[p]) for p in group])
                         pool.waitall()
                     self._commit()
                 self._report_lag()
@@ -190,8 +191,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
             self._stopped.send(True)
 
     def _in_dependency_order(self, batch: dict[Any, Any]) -> list[list[Any]]:
-        """The polled partitions in two waves: those of reference topics, then the rest;
-        partitions of one wave are handled concurrently, up to the configured number."""
+        """The polled partitions in two waves: those of reference topics, then the rest."""
         reference = [p for p in batch if self._logical(p.topic) in REFERENCE_TOPICS]
         return [wave for wave in (reference, [p for p in batch if p not in reference]) if wave]
 
@@ -275,34 +275,43 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
 
     # --- handling (one green thread per partition in the batch) ------------------------
 
-    def _handle_partition(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
-        """Parses the partition's records, gives each entrypoint its events as one batch,
-        and finishes every record whose entrypoints all got through (handled, skipped or
-        dead-lettered). On stop, what is unfinished stays uncommitted for the next owner."""
-        topic = self._logical(partition.topic)
+    def _handle_records(self, polled: list[tuple[TopicPartition, list[ConsumerRecord]]]) -> None:
+        """Parses the records of some partitions of one poll, gives each entrypoint all the
+        events it accepts among them as one batch (partition after partition, each in
+        offset order), and finishes every record whose entrypoints all got through
+        (handled, skipped or dead-lettered). On stop, what is unfinished stays uncommitted
+        for the next owner."""
         families = self.metrics.families
-        waiting: dict[int, int] = {}  # offset -> entrypoints still to get through
+        waiting: dict[tuple[TopicPartition, int], int] = {}  # record -> entrypoints to go
         batches: dict[KafkaEntrypoint, list[tuple[ConsumerRecord, CloudEvent]]] = {}
-        for record in records:
-            event = self._parse(record, topic)
-            if event is None:
-                if not self._running:
-                    return
-                continue  # handled already: skipped or dead-lettered
-            entrypoints = [p for p in self._providers if p.topic == topic and p.accepts(event.type)]
-            if not entrypoints:
-                families.events_consumed.labels(topic, event.type, "ignored").inc()
-            waiting[record.offset] = len(entrypoints)
-            for entrypoint in entrypoints:
-                batches.setdefault(entrypoint, []).append((record, event))
-        for offset, count in waiting.items():
-            if count == 0:
-                self.tracker.finish(partition, offset)
-        for entrypoint, items in batches.items():
-            for record, _ in self._through(entrypoint, items, topic, partition.partition):
-                waiting[record.offset] -= 1
-                if waiting[record.offset] == 0:
+        lanes: dict[KafkaEntrypoint, int] = {}
+        for partition, records in polled:
+            topic = self._logical(partition.topic)
+            for record in records:
+                event = self._parse(record, topic)
+                if event is None:
+                    if not self._running:
+                        return
+                    continue  # handled already: skipped or dead-lettered
+                entrypoints = [
+                    p for p in self._providers if p.topic == topic and p.accepts(event.type)
+                ]
+                if not entrypoints:
+                    families.events_consumed.labels(topic, event.type, "ignored").inc()
                     self.tracker.finish(partition, record.offset)
+                    continue
+                waiting[(partition, record.offset)] = len(entrypoints)
+                for entrypoint in entrypoints:
+                    batches.setdefault(entrypoint, []).append((record, event))
+                    lanes[entrypoint] = min(
+                        lanes.get(entrypoint, record.partition), record.partition
+                    )
+        for entrypoint, items in batches.items():
+            for record, _ in self._through(entrypoint, items, entrypoint.topic, lanes[entrypoint]):
+                key = (TopicPartition(record.topic, record.partition), record.offset)
+                waiting[key] -= 1
+                if waiting[key] == 0:
+                    self.tracker.finish(*key)
             if not self._running:
                 return
 
@@ -485,3 +494,8 @@ class KafkaEntrypoint(Entrypoint):
 
 
 consume = KafkaEntrypoint.decorator
+
+
+def _split(partitions: list[TopicPartition], groups: int) -> list[list[TopicPartition]]:
+    """The partitions in at most `groups` groups (round robin), one batch each."""
+    return [group for group in (partitions[i::groups] for i in range(groups)) if group]

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from typing import Any
 import yaml
 from pymongo import MongoClient
 
+from services.leaderboards.count_maps import merged_by_board
 from services.runtime.settings import RuntimeSettings, settings_from_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,13 @@ WALL_CLOCK_FIELDS = frozenset(
     # and the token each write of a leaderboard count map sets (services/leaderboards)
     | {"write_token"}
 )
+#: Fields that say where a document was placed, not what it holds: a leaderboard entry's
+#: lane (the count-map shard that counts it) follows how the consumer's polls were batched.
+PLACEMENT_FIELDS = frozenset({"lane"})
+#: Collections of shards (the leaderboards' count maps): compared as the values they add up to.
+SHARDED: dict[str, Callable[[Iterable[dict[str, Any]]], list[dict[str, Any]]]] = {
+    "score_counts": merged_by_board
+}
 #: Admin actions on credit lots arrive over HTTP and are in no topic: a rebuild of credits
 #: would drop them, so `apply` refuses while any exist.
 CREDITS_ADMIN_KINDS = ("grant", "revocation")
@@ -278,7 +287,11 @@ def _free_port() -> int:
 
 def _canonical(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _canonical(v) for k, v in sorted(value.items()) if k not in WALL_CLOCK_FIELDS}
+        return {
+            k: _canonical(v)
+            for k, v in sorted(value.items())
+            if k not in WALL_CLOCK_FIELDS and k not in PLACEMENT_FIELDS
+        }
     if isinstance(value, list):
         return [_canonical(v) for v in value]
     if isinstance(value, datetime):
@@ -287,4 +300,7 @@ def _canonical(value: Any) -> Any:
 
 
 def _documents(collection: Any) -> Counter[str]:
-    return Counter(json.dumps(_canonical(doc), sort_keys=True) for doc in collection.find())
+    docs = collection.find()
+    if collection.name in SHARDED:
+        docs = SHARDED[collection.name](docs)
+    return Counter(json.dumps(_canonical(doc), sort_keys=True) for doc in docs)

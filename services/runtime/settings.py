@@ -34,11 +34,12 @@ class RuntimeSettings(BaseModel):
     #: Also the largest batch a handler gets (one transaction): bigger batches mean fewer
     #: database round trips per event, up to the point where a conflict retries too much.
     consumer_max_poll_records: int = Field(500, ge=1)
-    #: Partitions of one poll handled at once, each a batch transaction. Measured on the
-    #: local stack: 1 settled the pipeline 3x faster than 6 (167 against 55 events/s),
-    #: because its database runs one statement at a time and concurrent batches that
-    #: write a shared document conflict and are retried whole. Raise it against a MongoDB
-    #: that runs transactions in parallel; replicas add parallelism either way.
+    #: Batches a poll is split into, handled at once (each its own transaction, over a
+    #: share of the poll's partitions). Measured on the local stack: one batch per poll is
+    #: fastest, because its database runs one statement at a time, every transaction has a
+    #: cost of its own, and concurrent batches that write a shared document conflict and
+    #: are retried whole. Raise it against a MongoDB that runs transactions in parallel;
+    #: replicas add parallelism either way.
     consumer_partition_concurrency: int = Field(1, ge=1)
     #: How long the broker may hold a fetch while it has nothing new: the most an idle
     #: consumer adds to each hop's latency. The client's default (500 ms) measured 119 ms

@@ -56,6 +56,7 @@ from deploy.local.servers import Database, ManagedProcess, free_port, http_ok
 from deploy.local.topics import ensure_topics
 from services.runtime.dead_letters import DeadLetterStore
 from services.runtime.outbox import LEASES, OUTBOX
+from services.runtime.rebuild import PLACEMENT_FIELDS, SHARDED
 from tests.support.harness import service_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -514,7 +515,9 @@ def state_of(client: MongoClient, db_name: str) -> dict[str, Counter[str]]:
         if name in NOT_STATE:
             continue
         docs = db[name].find({}, {"_id": 1} if name == "processed_events" else None)
-        drop = frozenset(ORDER_DEPENDENT_FIELDS.get(name, ()))
+        if name in SHARDED:
+            docs = SHARDED[name](docs)
+        drop = frozenset(ORDER_DEPENDENT_FIELDS.get(name, ())) | PLACEMENT_FIELDS
         state[name] = Counter(json.dumps(_canonical(doc, drop), sort_keys=True) for doc in docs)
     return state
 
