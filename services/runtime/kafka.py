@@ -50,6 +50,8 @@ from services.runtime.settings import RuntimeSettings, settings_from_config
 
 log = logging.getLogger(__name__)
 
+#: A batch that takes this long is logged (its size and time), at INFO.
+SLOW_BATCH_SECONDS = 1.0
 #: Handler errors that mean "the database cannot be reached": retried without limit.
 DATABASE_UNREACHABLE = (ConnectionFailure,)
 
@@ -358,7 +360,16 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                 except ContainerBeingKilled:
                     return []
                 if exc_info is None:
-                    self._count_handled(topic, batch, result, time.monotonic() - started)
+                    seconds = time.monotonic() - started
+                    self._count_handled(topic, batch, result, seconds)
+                    if seconds >= SLOW_BATCH_SECONDS:
+                        log.info(
+                            "%s: a batch of %d %s events took %.1fs",
+                            entrypoint.method_name,
+                            len(items),
+                            topic,
+                            seconds,
+                        )
                     return items
                 error = f"{exc_info[0].__name__}: {exc_info[1]}"
                 database_away = issubclass(exc_info[0], DATABASE_UNREACHABLE)
