@@ -27,7 +27,6 @@ from typing import Any
 
 import requests
 from kafka.partitioner.default import murmur2
-from pymongo import ReplaceOne
 
 from bench.stack import Stack
 from bench.stats import percentiles
@@ -43,7 +42,7 @@ from services.leaderboards.store import (
     ENTRIES,
     SCORE_COUNTS,
     BoardReader,
-    count_map_document,
+    MapWrites,
     counts_id,
     entry_id,
 )
@@ -188,31 +187,20 @@ def write_board_documents(
     for (board, agent), s in entries.items():
         if s.score > 0:
             counts[(board, lane_of(agent))][s.score] += 1
-    # New maps are inserted (the cheap write); those the pipeline's agents already have
-    # (the global and tier boards) are rewritten with the counts added.
+    # The maps the pipeline's agents already have (the global and tier boards) get the
+    # counts added; the others are new.
     ids = {key: counts_id(*key) for key in counts}
     existing = {
         id_: unpack(doc.get("counts"))
         for id_, doc in find_by_ids(db[SCORE_COUNTS], ids.values()).items()
     }
-    written += _insert(
-        db[SCORE_COUNTS],
-        (
-            count_map_document(board, lane, by_score)
-            for (board, lane), by_score in counts.items()
-            if ids[(board, lane)] not in existing
-        ),
-    )
-    additions = []
+    writes = MapWrites()
     for (board, lane), by_score in counts.items():
-        held = existing.get(ids[(board, lane)])
-        if held is not None:
-            merged = {s: held.get(s, 0) + by_score.get(s, 0) for s in held.keys() | by_score}
-            document = count_map_document(board, lane, merged)
-            additions.append(ReplaceOne({"_id": document["_id"]}, document))
-    if additions:
-        db[SCORE_COUNTS].bulk_write(additions, ordered=False)
-    return written + len(additions)
+        held = existing.get(ids[(board, lane)], {})
+        merged = {s: held.get(s, 0) + by_score.get(s, 0) for s in held.keys() | by_score}
+        writes.put(board, lane, merged)
+    writes.apply(db)
+    return written + 2 * len(writes)
 
 
 def _insert(collection: Any, documents: Any) -> int:

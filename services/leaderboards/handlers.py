@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from pymongo import DeleteOne, ReplaceOne, UpdateOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from contracts.api.leaderboards import RebuildReport
@@ -43,11 +43,12 @@ from services.leaderboards.store import (
     APPLIED,
     CLOSES,
     ENTRIES,
+    MAP_TOKENS,
     PERIODS,
     SCORE_COUNTS,
     BoardReader,
+    MapWrites,
     Row,
-    count_map_document,
     counts_id,
     display,
     entry_id,
@@ -207,6 +208,12 @@ def _count_moves(uow: UnitOfWork, moves: list[Move]) -> None:
     removed, and a map left empty is deleted, so the maps depend on the entries only, never
     on how the events were batched."""
     changes = count_changes(moves)
+    for move in moves:
+        # An entry that keeps its score and lane may still move within its tie (a later
+        # reached_at): its map is written all the same, for a new write token, so that a
+        # page read under the old tokens is never served again (store.BoardReader.top).
+        if move.new_score > 0:
+            changes.setdefault((move.board, move.new_lane), {})
     if not changes:
         return
     s = uow.session
@@ -216,7 +223,7 @@ def _count_moves(uow: UnitOfWork, moves: list[Move]) -> None:
         doc["_id"]: unpack(doc.get("counts"))
         for doc in find_by_ids(maps, ids.values(), s, projection={"counts": 1}).values()
     }
-    writes: list[ReplaceOne | DeleteOne] = []
+    writes = MapWrites()
     for (board, lane), by_score in changes.items():
         id_ = ids[(board, lane)]
         counts = held.get(id_, {})
@@ -227,12 +234,10 @@ def _count_moves(uow: UnitOfWork, moves: list[Move]) -> None:
             else:  # below zero only if the map was damaged: the rebuild recounts it
                 counts.pop(score, None)
         if counts:
-            document = count_map_document(board, lane, counts)
-            writes.append(ReplaceOne({"_id": id_}, document, upsert=True))
+            writes.put(board, lane, counts)
         elif id_ in held:
-            writes.append(DeleteOne({"_id": id_}))
-    if writes:
-        maps.bulk_write(writes, ordered=False, session=s)
+            writes.delete(id_)
+    writes.apply(uow.db, s)
 
 
 def _touch_periods(
@@ -518,26 +523,38 @@ def upgrade_storage(database: ServiceDatabase) -> int:
     - Per-board totals (`boards`, before count maps) give way to count maps recounted from
       the entries (entries without a lane count in lane 0).
     - Count maps stored as documents of {"<score>": agents} fields are packed
-      (count_maps.py). Instances of the earlier release must be stopped first: they would
-      add to a packed map by field.
+      (count_maps.py), and every map gets its token document (store.CountMapToken).
+      Instances of the earlier release must be stopped first: they would add to a packed
+      map by field.
     """
     upgraded = 0
     if LEGACY_BOARD_TOTALS in database.db.list_collection_names():
         upgraded += _recount_boards(database, BoardReader(database.db).all_entries())
         database.db.drop_collection(LEGACY_BOARD_TOTALS)
-    maps = database.collection(SCORE_COUNTS)
-    repacks = []
-    for doc in maps.find({}):
-        if not is_packed(doc.get("counts")):
-            counts = unpack(doc.get("counts"))  # pack() keeps the positive counts only
-            document = count_map_document(doc["board"], doc["lane"], counts)
-            repacks.append(ReplaceOne({"_id": doc["_id"]}, document))
-    if repacks:
-        maps.bulk_write(repacks, ordered=False)
-        upgraded += len(repacks)
+    upgraded += _repack_maps(database)
     if upgraded:
         log.info("leaderboards storage upgraded: %d boards recounted or maps packed", upgraded)
     return upgraded
+
+
+def _repack_maps(database: ServiceDatabase) -> int:
+    """Count maps stored as {"<score>": agents} fields, or without a token document, are
+    written again (packed, with their token document); token documents of maps that are
+    gone are removed. Returns how many maps were rewritten."""
+    db = database.db
+    tokens = {doc["_id"] for doc in db[MAP_TOKENS].find({}, {"_id": 1})}
+    writes = MapWrites()
+    maps = set()
+    for doc in db[SCORE_COUNTS].find({}):
+        maps.add(doc["_id"])
+        if not is_packed(doc.get("counts")) or doc["_id"] not in tokens:
+            writes.put(doc["board"], doc["lane"], unpack(doc.get("counts")))
+    rewritten = len(writes)
+    writes.apply(db)
+    orphans = sorted(tokens - maps)
+    if orphans:
+        db[MAP_TOKENS].delete_many({"_id": {"$in": orphans}})
+    return rewritten
 
 
 def _recount_boards(database: ServiceDatabase, entries: Iterable[tuple[str, Row]]) -> int:
@@ -567,16 +584,18 @@ def _recount_board(uow: UnitOfWork, board: str) -> None:
     query = {"board": board, "score": {"$gt": 0}}
     for doc in uow.collection(ENTRIES).find(query, {"score": 1, "lane": 1}, session=s):
         counts[lane_of(doc)][doc["score"]] += 1
-    maps = uow.collection(SCORE_COUNTS)
-    stale = {doc["_id"] for doc in maps.find({"board": board}, {"_id": 1}, session=s)}
-    writes: list[ReplaceOne | DeleteOne] = []
+    stale = {
+        doc["_id"]
+        for name in (SCORE_COUNTS, MAP_TOKENS)  # a token left by a lost map goes too
+        for doc in uow.collection(name).find({"board": board}, {"_id": 1}, session=s)
+    }
+    writes = MapWrites()
     for lane, by_score in counts.items():
-        document = count_map_document(board, lane, by_score)
-        writes.append(ReplaceOne({"_id": document["_id"]}, document, upsert=True))
-        stale.discard(document["_id"])
-    writes += [DeleteOne({"_id": id_}) for id_ in sorted(stale)]
-    if writes:
-        maps.bulk_write(writes, ordered=True, session=s)
+        writes.put(board, lane, by_score)
+        stale.discard(counts_id(board, lane))
+    for id_ in sorted(stale):
+        writes.delete(id_)
+    writes.apply(uow.db, s)
 
 
 def _ensure_period(database: ServiceDatabase, kind: str, key: str, tz: str, now: datetime) -> None:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import mongoengine as me
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, DeleteOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
@@ -91,6 +91,20 @@ class ScoreCounts(me.Document):
     }
 
 
+class CountMapToken(me.Document):
+    """A count map's write token on its own: checking a board's tokens reads a few small
+    documents, not the maps (whole documents are what a database reads)."""
+
+    id = me.StringField(primary_key=True)  # counts_id(board, lane), as its map
+    board = me.StringField(required=True)
+    lane = me.IntField(required=True)
+    write_token = me.StringField(required=True)
+    meta = {
+        "collection": "count_map_tokens",
+        "indexes": [{"fields": ["board"], "name": "by_board"}],
+    }
+
+
 class PeriodRecord(me.Document):
     id = me.StringField(primary_key=True)  # the period key
     kind = me.StringField(required=True)
@@ -124,11 +138,20 @@ class AgentRecord(me.Document):
     meta = {"collection": "agents"}
 
 
-DOCUMENTS = (AppliedPoints, BoardEntry, ScoreCounts, PeriodRecord, PeriodClose, AgentRecord)
+DOCUMENTS = (
+    AppliedPoints,
+    BoardEntry,
+    ScoreCounts,
+    CountMapToken,
+    PeriodRecord,
+    PeriodClose,
+    AgentRecord,
+)
 
 APPLIED = "applied_points"
 ENTRIES = "board_entries"
 SCORE_COUNTS = "score_counts"
+MAP_TOKENS = "count_map_tokens"
 PERIODS = "periods"
 CLOSES = "period_closes"
 AGENTS = "agents"
@@ -147,21 +170,44 @@ WRITE_TOKEN = "write_token"
 #: Merged histograms kept per process (least recently used dropped): one per board read.
 HISTOGRAMS_CACHED = 256
 _HISTOGRAMS: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Histogram]] = OrderedDict()
+#: Pages of boards (offset and limit) kept per process under the tokens of their board's
+#: maps. Every change of an entry writes its map (handlers._count_moves), so a page whose
+#: board's tokens are unchanged is exactly what the index would give.
+PAGES_CACHED = 256
+_PAGES: OrderedDict[tuple[str, str, int, int], tuple[tuple[Any, ...], list[Row]]] = OrderedDict()
 
 
 def new_write_token() -> str:
     return uuid.uuid4().hex
 
 
-def count_map_document(board: str, lane: int, counts: Mapping[int, int]) -> dict[str, Any]:
-    """A count map as stored, with a new write token (whoever writes a map changes it)."""
-    return {
-        "_id": counts_id(board, lane),
-        "board": board,
-        "lane": lane,
-        "counts": pack(counts),
-        WRITE_TOKEN: new_write_token(),
-    }
+@dataclass
+class MapWrites:
+    """Writes of count maps, each with its token document: whoever writes a map gives it a
+    new token, in both. Apply them in the transaction that changes what the maps count."""
+
+    maps: list[ReplaceOne | DeleteOne] = field(default_factory=list)
+    tokens: list[ReplaceOne | DeleteOne] = field(default_factory=list)
+
+    def put(self, board: str, lane: int, counts: Mapping[int, int]) -> None:
+        id_ = counts_id(board, lane)
+        token = new_write_token()
+        stored = {"board": board, "lane": lane, "counts": pack(counts), WRITE_TOKEN: token}
+        self.maps.append(ReplaceOne({"_id": id_}, stored, upsert=True))
+        marker = {"board": board, "lane": lane, WRITE_TOKEN: token}
+        self.tokens.append(ReplaceOne({"_id": id_}, marker, upsert=True))
+
+    def delete(self, id_: str) -> None:
+        self.maps.append(DeleteOne({"_id": id_}))
+        self.tokens.append(DeleteOne({"_id": id_}))
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def apply(self, db: Database, session: ClientSession | None = None) -> None:
+        if self.maps:
+            db[SCORE_COUNTS].bulk_write(self.maps, ordered=False, session=session)
+            db[MAP_TOKENS].bulk_write(self.tokens, ordered=False, session=session)
 
 
 def entry_id(board: str, agent_id: str) -> str:
@@ -240,6 +286,8 @@ class BoardReader:
     def __init__(self, db: Database, session: ClientSession | None = None) -> None:
         self.db = db
         self.session = session
+        # The maps' tokens each board's histogram was read under (see `top`).
+        self._tokens: dict[str, tuple[Any, ...]] = {}
 
     def histogram(self, board: str) -> Histogram:
         """The board's merged count maps: read whole only when one of them changed since
@@ -248,9 +296,12 @@ class BoardReader:
         tokens = tuple(
             sorted(
                 (doc["_id"], doc.get(WRITE_TOKEN))
-                for doc in maps.find({"board": board}, {WRITE_TOKEN: 1}, session=self.session)
+                for doc in self.db[MAP_TOKENS].find(
+                    {"board": board}, {WRITE_TOKEN: 1}, session=self.session
+                )
             )
         )
+        self._tokens[board] = tokens
         key = (self.db.name, board)
         cached = _HISTOGRAMS.get(key)
         if cached is not None and cached[0] == tokens:
@@ -326,8 +377,24 @@ class BoardReader:
     def top(
         self, board: str, offset: int, limit: int, histogram: Histogram | None = None
     ) -> list[Row]:
-        """Entries offset+1 .. offset+limit in board order."""
-        return self.positions(board, offset + 1, offset + limit, histogram)
+        """Entries offset+1 .. offset+limit in board order: from memory while the board's
+        maps have the tokens its histogram was read under here and the page was read."""
+        if histogram is None:
+            histogram = self.histogram(board)
+        tokens = self._tokens.get(board)
+        key = (self.db.name, board, offset, limit)
+        cached = _PAGES.get(key)
+        if tokens is not None and cached is not None and cached[0] == tokens:
+            _PAGES.move_to_end(key)
+            return list(cached[1])
+        rows = self.positions(board, offset + 1, offset + limit, histogram)
+        if tokens is not None and self.session is None:
+            # Read after the tokens: if a write landed between, its new tokens are what
+            # every later read sees, so this page is never served under them.
+            _PAGES[key] = (tokens, rows)
+            while len(_PAGES) > PAGES_CACHED:
+                _PAGES.popitem(last=False)
+        return list(rows)
 
     def neighbours(
         self, board: str, row: Row, rank: int, k: int, histogram: Histogram

@@ -62,7 +62,8 @@ WALL_CLOCK_FIELDS = frozenset(
 PLACEMENT_FIELDS = frozenset({"lane"})
 #: Collections of shards (the leaderboards' count maps): compared as the values they add up to.
 SHARDED: dict[str, Callable[[Iterable[dict[str, Any]]], list[dict[str, Any]]]] = {
-    "score_counts": merged_by_board
+    "score_counts": merged_by_board,
+    "count_map_tokens": lambda docs: [{"board": b} for b in sorted({d["board"] for d in docs})],
 }
 #: Admin actions on credit lots arrive over HTTP and are in no topic: a rebuild of credits
 #: would drop them, so `apply` refuses while any exist.

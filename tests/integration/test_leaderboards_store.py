@@ -25,7 +25,7 @@ from services.leaderboards.boards import PointChange, fold, ranked, total
 from services.leaderboards.count_maps import is_packed
 from services.leaderboards.store import DOCUMENTS, BoardReader, counts_id
 from services.runtime.mongo import ServiceDatabase
-from tests.support.count_maps import add_to_maps, put_map, stored_maps
+from tests.support.count_maps import add_to_maps, drop_map, put_map, stored_maps
 from tests.support.count_maps import counted_from_entries as entries_call_for
 from tests.support.databases import fresh_service_database
 
@@ -342,7 +342,7 @@ def test_rebuild_repairs_damaged_count_maps(make_database):
     good = count_maps(db)
     add_to_maps(db.db, {"_id": counts_id(BOARD, 1)}, {5: 3, 99: 1})
     add_to_maps(db.db, {"_id": counts_id(BOARD, 2)}, {6: -1})  # a count lost
-    db.db.score_counts.delete_one({"_id": counts_id("all-time|global", 0)})
+    drop_map(db.db, "all-time|global", 0)
     put_map(db.db, BOARD, 7, {1: 4})  # a lane nobody is counted in
     put_map(db.db, "2026-W01|global", 0, {})  # an empty map left behind
     assert total(BoardReader(db.db).histogram(BOARD)) != 12  # the damage shows
@@ -391,7 +391,9 @@ def test_count_maps_stored_as_fields_are_packed_on_start(make_database):
     t = datetime(2026, 5, 12, 2, tzinfo=UTC)
     apply(db, [award(f"pk-{i}", 5 + i % 3, t + timedelta(minutes=i)) for i in range(9)])
     want = count_maps(db)
-    # What the earlier release stored: {"<score>": agents} fields, zero counts possible.
+    # What the earlier release stored: {"<score>": agents} fields, zero counts possible,
+    # and no token documents.
+    db.db.count_map_tokens.delete_many({})
     for id_, counts in want.items():
         fields = {str(score): n for score, n in counts.items()} | {"1234": 0}
         db.db.score_counts.update_one({"_id": id_}, {"$set": {"counts": fields}})
@@ -403,6 +405,29 @@ def test_count_maps_stored_as_fields_are_packed_on_start(make_database):
     assert handlers.upgrade_storage(db) == 0  # once only
     apply(db, [award("pk-0", 100, t + timedelta(hours=1))])
     assert count_maps(db) == counted_from_entries(db)
+
+
+def test_a_page_read_from_memory_is_never_one_write_behind(make_database, monkeypatch):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    apply_batch(db, [award("pg-a", 10, t), award("pg-b", 10, t + timedelta(minutes=1))], 0)
+    reads = []
+    positions = BoardReader.positions
+    monkeypatch.setattr(
+        BoardReader, "positions", lambda self, *a: reads.append(a) or positions(self, *a)
+    )
+
+    def page() -> list[str]:
+        return [row.agent_id for row in BoardReader(db.db).top(BOARD, 0, 10)]
+
+    assert page() == ["pg-a", "pg-b"]
+    assert page() == ["pg-a", "pg-b"] and len(reads) == 1  # the second from memory
+    # a change that keeps pg-a's score and lane still moves it behind pg-b in the tie
+    later = t + timedelta(minutes=2)
+    apply_batch(db, [award("pg-a", 4, later), award("pg-a", -4, later)], 0)
+    assert page() == ["pg-b", "pg-a"] and len(reads) == 2
+    apply_batch(db, [award("pg-c", 11, later)], 1)
+    assert page() == ["pg-c", "pg-b", "pg-a"]
 
 
 def test_a_histogram_read_from_memory_is_never_one_write_behind(make_database):

@@ -7,12 +7,17 @@ from collections.abc import Mapping
 
 from pymongo.database import Database
 
-from services.leaderboards.count_maps import pack, unpack
-from services.leaderboards.store import counts_id
+from services.leaderboards.count_maps import unpack
+from services.leaderboards.store import MapWrites, counts_id
 
 
 def stored_maps(db: Database) -> dict[str, dict[int, int]]:
-    return {d["_id"]: unpack(d.get("counts")) for d in db.score_counts.find()}
+    """The stored maps' counts, once checked that each has its token document, with its
+    token (readers trust the token documents to say a map is unchanged)."""
+    maps = list(db.score_counts.find())
+    tokens = {d["_id"]: d["write_token"] for d in db.count_map_tokens.find()}
+    assert {d["_id"]: d.get("write_token") for d in maps} == tokens, "map tokens out of step"
+    return {d["_id"]: unpack(d.get("counts")) for d in maps}
 
 
 def counted_from_entries(db: Database) -> dict[str, dict[int, int]]:
@@ -26,18 +31,26 @@ def counted_from_entries(db: Database) -> dict[str, dict[int, int]]:
 
 
 def add_to_maps(db: Database, query: Mapping[str, object], added: Mapping[int, int]) -> None:
-    """Damage: adds `added` to the counts of every stored map matching `query`."""
+    """Damage: adds `added` to the counts of every stored map matching `query` (written
+    with new tokens, as any write of a map, so readers see it)."""
+    writes = MapWrites()
     for doc in db.score_counts.find(dict(query)):
         counts = unpack(doc.get("counts"))
         for score, n in added.items():
             counts[score] = counts.get(score, 0) + n
-        db.score_counts.update_one({"_id": doc["_id"]}, {"$set": {"counts": pack(counts)}})
+        writes.put(doc["board"], doc["lane"], counts)
+    writes.apply(db)
 
 
 def put_map(db: Database, board: str, lane: int, counts: Mapping[int, int]) -> None:
     """Damage: a map stored as given, whatever the entries say."""
-    db.score_counts.replace_one(
-        {"_id": counts_id(board, lane)},
-        {"board": board, "lane": lane, "counts": pack(counts)},
-        upsert=True,
-    )
+    writes = MapWrites()
+    writes.put(board, lane, counts)
+    writes.apply(db)
+
+
+def drop_map(db: Database, board: str, lane: int) -> None:
+    """Damage: a map lost (its token document with it)."""
+    writes = MapWrites()
+    writes.delete(counts_id(board, lane))
+    writes.apply(db)
