@@ -180,7 +180,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                         self.tracker.start(partition, records[0].offset)
                     # Reference data (roster, catalogue) first, then everything else.
                     for wave in self._in_dependency_order(batch):
-                        for group in _split(wave, groups):
+                        for group in partition_groups(wave, groups):
                             pool.spawn(self._handle_records, [(p, batch[p]) for p in group])
                         pool.waitall()
                     self._commit()
@@ -275,7 +275,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
         """The topic name without the deployment's prefix (metrics and handlers use these)."""
         return topic[len(self.settings.name_prefix) :]
 
-    # --- handling (one green thread per partition in the batch) ------------------------
+    # --- handling (one green thread per batch of a poll) --------------------------------
 
     def _handle_records(self, polled: list[tuple[TopicPartition, list[ConsumerRecord]]]) -> None:
         """Parses the records of some partitions of one poll, gives each entrypoint all the
@@ -507,6 +507,6 @@ class KafkaEntrypoint(Entrypoint):
 consume = KafkaEntrypoint.decorator
 
 
-def _split(partitions: list[TopicPartition], groups: int) -> list[list[TopicPartition]]:
+def partition_groups(partitions: list[TopicPartition], groups: int) -> list[list[TopicPartition]]:
     """The partitions in at most `groups` groups (round robin), one batch each."""
     return [group for group in (partitions[i::groups] for i in range(groups)) if group]

@@ -1,6 +1,8 @@
 """Which offset is safe to commit."""
 
-from services.runtime.kafka import OffsetTracker
+from kafka import TopicPartition
+
+from services.runtime.kafka import OffsetTracker, partition_groups
 
 
 def test_commits_the_contiguous_run_of_finished_offsets():
@@ -44,3 +46,11 @@ def test_a_batch_after_a_gap_or_a_rewind_starts_from_its_first_offset():
     tracker.start("p0", 3)  # rebalanced back to an older commit
     tracker.finish("p0", 3)
     assert tracker.committable() == {"p0": 4}
+
+
+def test_a_poll_is_one_batch_unless_split_into_groups_of_partitions():
+    partitions = [TopicPartition("t", n) for n in range(5)]
+    assert partition_groups(partitions, 1) == [partitions]
+    assert partition_groups(partitions, 2) == [partitions[0::2], partitions[1::2]]
+    # more groups than partitions: one partition each, no empty group
+    assert partition_groups(partitions[:2], 6) == [[partitions[0]], [partitions[1]]]
