@@ -288,6 +288,8 @@ class BoardReader:
         self.session = session
         # The maps' tokens each board's histogram was read under (see `top`).
         self._tokens: dict[str, tuple[Any, ...]] = {}
+        # Ties `rank` read whole, in board order, by (board, score) (see `neighbours`).
+        self._ties: dict[tuple[str, int], list[Row]] = {}
 
     def histogram(self, board: str) -> Histogram:
         """The board's merged count maps: read whole only when one of them changed since
@@ -340,14 +342,11 @@ class BoardReader:
         if tied <= 1:
             tied_ahead = 0
         elif tied <= TIE_READ_WHOLE:
-            tie = {"board": board, "score": row.score}
-            tied_ahead = sum(
-                1
-                for doc in self.db[ENTRIES].find(
-                    tie, {"_id": 0, "reached_at": 1, "agent_id": 1}, session=self.session
-                )
-                if (doc["reached_at"], doc["agent_id"]) < (row.reached_at, row.agent_id)
-            )
+            query = {"board": board, "score": row.score}
+            docs = self.db[ENTRIES].find(query, _ROW_FIELDS, session=self.session)
+            tie = sorted((_row(doc) for doc in docs), key=lambda other: other.order)
+            self._ties[(board, row.score)] = tie  # the neighbours may lie within it
+            tied_ahead = sum(1 for other in tie if other.order < row.order)
         else:
             same = {"board": board, "score": row.score}
             tied_ahead = self._count({**same, "reached_at": {"$lt": row.reached_at}})
@@ -400,7 +399,8 @@ class BoardReader:
         self, board: str, row: Row, rank: int, k: int, histogram: Histogram
     ) -> tuple[list[Row], list[Row]]:
         """Up to k entries just ahead of `row` (at `rank`) and up to k just behind it, in
-        board order: the positions around the rank, read as one band.
+        board order: from the row's tie when `rank` read it whole and it holds them, else the
+        positions around the rank, read as one band.
 
         The reads of a position are not one snapshot, so a change landing between them can
         shift the positions by one: the rows are split by their order against `row`, so the
@@ -408,6 +408,12 @@ class BoardReader:
         """
         if k == 0:
             return [], []
+        tie = self._ties.get((board, row.score))
+        if tie is not None:  # read by `rank`: when k of it lie on each side, no query
+            ahead = [other for other in tie if other.order < row.order]
+            behind = [other for other in tie if other.order > row.order]
+            if len(ahead) >= k and len(behind) >= k:
+                return ahead[-k:], behind[:k]
         rows = self.positions(board, max(rank - k, 1), rank + k, histogram)
         above = [other for other in rows if other.order < row.order][-k:]
         below = [other for other in rows if other.order > row.order][:k]

@@ -202,11 +202,18 @@ def test_ranks_inside_one_tie_go_by_time_then_agent_id(make_database, monkeypatc
         row = reader.entry(BOARD, agent)
         assert reader.rank(BOARD, row, histogram) == rank
     row = reader.entry(BOARD, "tie-c")
-    above, below = reader.neighbours(BOARD, row, 4, 2, histogram)
-    assert [r.agent_id for r in above] == ["tie-a", "tie-b"]
-    assert [r.agent_id for r in below] == ["tie-d", "tie-e"]
+    for k, (want_above, want_below) in {
+        2: (["tie-a", "tie-b"], ["tie-d", "tie-e"]),
+        3: (["top-x", "tie-a", "tie-b"], ["tie-d", "tie-e", "low-y"]),  # past the tie
+    }.items():
+        for fresh in (False, True):  # from the tie `rank` read, and from the board
+            looking = BoardReader(db.db) if fresh else reader
+            above, below = looking.neighbours(BOARD, row, 4, k, histogram)
+            assert [r.agent_id for r in above] == want_above
+            assert [r.agent_id for r in below] == want_below
     # a rank gone stale by one (a change landed between the reads) may come one short,
     # but never lists the row among its own neighbours, nor on the wrong side
+    reader = BoardReader(db.db)  # no tie read: the band around the rank given
     above, below = reader.neighbours(BOARD, row, 5, 2, histogram)
     assert [r.agent_id for r in above] == ["tie-b"]
     assert [r.agent_id for r in below] == ["tie-d", "tie-e"]
