@@ -37,7 +37,7 @@ from services.leaderboards.boards import (
     count_changes,
     fold,
 )
-from services.leaderboards.count_maps import is_packed, unpack
+from services.leaderboards.count_maps import unpack
 from services.leaderboards.store import (
     AGENTS,
     APPLIED,
@@ -543,21 +543,23 @@ def upgrade_storage(database: ServiceDatabase) -> int:
 def _repack_maps(database: ServiceDatabase) -> int:
     """Count maps stored as {"<score>": agents} fields, or without a token document, are
     written again (packed, with their token document); token documents of maps that are
-    gone are removed. Returns how many maps were rewritten."""
+    gone are removed. Returns how many maps were rewritten.
+
+    Runs on every start: it reads ids, and whole maps only where one needs rewriting."""
     db = database.db
+    maps = db[SCORE_COUNTS]
     tokens = {doc["_id"] for doc in db[MAP_TOKENS].find({}, {"_id": 1})}
+    stored = {doc["_id"] for doc in maps.find({}, {"_id": 1})}
+    rewrite = {doc["_id"]: doc for doc in maps.find({"counts": {"$not": {"$type": "binData"}}})}
+    rewrite.update(find_by_ids(maps, stored - tokens - rewrite.keys()))
     writes = MapWrites()
-    maps = set()
-    for doc in db[SCORE_COUNTS].find({}):
-        maps.add(doc["_id"])
-        if not is_packed(doc.get("counts")) or doc["_id"] not in tokens:
-            writes.put(doc["board"], doc["lane"], unpack(doc.get("counts")))
-    rewritten = len(writes)
+    for doc in rewrite.values():
+        writes.put(doc["board"], doc["lane"], unpack(doc.get("counts")))
     writes.apply(db)
-    orphans = sorted(tokens - maps)
+    orphans = sorted(tokens - stored)
     if orphans:
         db[MAP_TOKENS].delete_many({"_id": {"$in": orphans}})
-    return rewritten
+    return len(writes)
 
 
 def _recount_boards(database: ServiceDatabase, entries: Iterable[tuple[str, Row]]) -> int:

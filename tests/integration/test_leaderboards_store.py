@@ -410,6 +410,14 @@ def test_count_maps_stored_as_fields_are_packed_on_start(make_database):
     assert all(is_packed(d["counts"]) for d in db.db.score_counts.find())
     assert count_maps(db) == want == counted_from_entries(db)
     assert handlers.upgrade_storage(db) == 0  # once only
+    # a packed map whose token document went missing gets one; a stray token goes
+    some = sorted(want)[0]
+    db.db.count_map_tokens.delete_one({"_id": some})
+    db.db.count_map_tokens.insert_one(
+        {"_id": "gone#0", "board": "gone", "lane": 0, "write_token": "x"}
+    )
+    assert handlers.upgrade_storage(db) == 1
+    assert count_maps(db) == want  # checks every map has its token, and no stray one
     apply(db, [award("pk-0", 100, t + timedelta(hours=1))])
     assert count_maps(db) == counted_from_entries(db)
 
