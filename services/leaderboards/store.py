@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import mongoengine as me
 from pymongo import ASCENDING, DESCENDING, DeleteOne, ReplaceOne
@@ -39,6 +39,9 @@ from services.leaderboards.boards import (
 )
 from services.leaderboards.count_maps import pack, unpack
 from services.runtime.mongo import find_by_ids
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 # --- documents (declared for their indexes; writes go through pymongo) -----------------
 
@@ -167,14 +170,36 @@ BOARD_ORDER = [("score", DESCENDING), ("reached_at", ASCENDING), ("agent_id", AS
 #: exactly as it last read it without reading the map itself (its `counts` are the large
 #: part: at 100,000 agents, thousands of scores per lane).
 WRITE_TOKEN = "write_token"
-#: Merged histograms kept per process (least recently used dropped): one per board read.
-HISTOGRAMS_CACHED = 256
-_HISTOGRAMS: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Histogram]] = OrderedDict()
-#: Pages of boards (offset and limit) kept per process under the tokens of their board's
-#: maps. Every change of an entry writes its map (handlers._count_moves), so a page whose
-#: board's tokens are unchanged is exactly what the index would give.
-PAGES_CACHED = 256
-_PAGES: OrderedDict[tuple[str, str, int, int], tuple[tuple[Any, ...], list[Row]]] = OrderedDict()
+
+
+class TokenCache(Generic[K, V]):
+    """Values kept per process under the write tokens they were read under: a value is
+    served only while its tokens are still the current ones; least recently used dropped."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept: OrderedDict[K, tuple[tuple[Any, ...], V]] = OrderedDict()
+
+    def get(self, key: K, tokens: tuple[Any, ...]) -> V | None:
+        kept = self._kept.get(key)
+        if kept is None or kept[0] != tokens:
+            return None
+        self._kept.move_to_end(key)
+        return kept[1]
+
+    def put(self, key: K, tokens: tuple[Any, ...], value: V) -> None:
+        self._kept[key] = (tokens, value)
+        self._kept.move_to_end(key)
+        while len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+
+
+#: Merged histograms, one per board read.
+_HISTOGRAMS: TokenCache[tuple[str, str], Histogram] = TokenCache(256)
+#: Pages of boards (offset and limit) under the tokens of their board's maps. Every change
+#: of an entry writes its map (handlers._count_moves), so a page whose board's tokens are
+#: unchanged is exactly what the index would give.
+_PAGES: TokenCache[tuple[str, str, int, int], list[Row]] = TokenCache(256)
 
 
 def new_write_token() -> str:
@@ -305,10 +330,9 @@ class BoardReader:
         )
         self._tokens[board] = tokens
         key = (self.db.name, board)
-        cached = _HISTOGRAMS.get(key)
-        if cached is not None and cached[0] == tokens:
-            _HISTOGRAMS.move_to_end(key)
-            return cached[1]
+        cached = _HISTOGRAMS.get(key, tokens)
+        if cached is not None:
+            return cached
         docs = list(
             maps.find({"board": board}, {"counts": 1, WRITE_TOKEN: 1}, session=self.session)
         )
@@ -316,9 +340,7 @@ class BoardReader:
         # What was read may be newer than the tokens: cache it under its own tokens.
         read_tokens = tuple(sorted((doc["_id"], doc.get(WRITE_TOKEN)) for doc in docs))
         if all(token is not None for _, token in read_tokens):
-            _HISTOGRAMS[key] = (read_tokens, histogram)
-            while len(_HISTOGRAMS) > HISTOGRAMS_CACHED:
-                _HISTOGRAMS.popitem(last=False)
+            _HISTOGRAMS.put(key, read_tokens, histogram)
         return histogram
 
     def entry(self, board: str, agent_id: str) -> Row | None:
@@ -382,17 +404,14 @@ class BoardReader:
             histogram = self.histogram(board)
         tokens = self._tokens.get(board)
         key = (self.db.name, board, offset, limit)
-        cached = _PAGES.get(key)
-        if tokens is not None and cached is not None and cached[0] == tokens:
-            _PAGES.move_to_end(key)
-            return list(cached[1])
+        cached = _PAGES.get(key, tokens) if tokens is not None else None
+        if cached is not None:
+            return list(cached)
         rows = self.positions(board, offset + 1, offset + limit, histogram)
         if tokens is not None and self.session is None:
             # Read after the tokens: if a write landed between, its new tokens are what
             # every later read sees, so this page is never served under them.
-            _PAGES[key] = (tokens, rows)
-            while len(_PAGES) > PAGES_CACHED:
-                _PAGES.popitem(last=False)
+            _PAGES.put(key, tokens, rows)
         return list(rows)
 
     def neighbours(
