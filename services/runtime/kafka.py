@@ -309,7 +309,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                         lanes.get(entrypoint, record.partition), record.partition
                     )
         for entrypoint, items in batches.items():
-            for record, _ in self._through(entrypoint, items, entrypoint.topic, lanes[entrypoint]):
+            for record, _ in self._through(entrypoint, items, lanes[entrypoint]):
                 key = (TopicPartition(record.topic, record.partition), record.offset)
                 waiting[key] -= 1
                 if waiting[key] == 0:
@@ -337,7 +337,6 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
         self,
         entrypoint: KafkaEntrypoint,
         items: list[tuple[ConsumerRecord, CloudEvent]],
-        topic: str,
         lane: int,
     ) -> list[tuple[ConsumerRecord, CloudEvent]]:
         """Runs `items` through `entrypoint` as one batch; returns the items it got through.
@@ -348,6 +347,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
         """
         families = self.metrics.families
         s = self.settings
+        topic = entrypoint.topic
         batch = EventBatch(tuple(event for _, event in items), lane)
         started = time.monotonic()
         families.events_in_progress.inc(len(items))
@@ -380,7 +380,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                         entrypoint.method_name,
                         error,
                     )
-                    return self._one_by_one(entrypoint, items, topic, lane)
+                    return self._one_by_one(entrypoint, items, lane)
                 # The database being away is no fault of the message: wait for it without
                 # using up attempts, or a long outage would dead-letter good messages.
                 if not database_away:
@@ -406,12 +406,11 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
         self,
         entrypoint: KafkaEntrypoint,
         items: list[tuple[ConsumerRecord, CloudEvent]],
-        topic: str,
         lane: int,
     ) -> list[tuple[ConsumerRecord, CloudEvent]]:
         through = []
         for item in items:
-            if not self._running or not self._through(entrypoint, [item], topic, lane):
+            if not self._running or not self._through(entrypoint, [item], lane):
                 break  # order within the partition: nothing after an unfinished event
             through.append(item)
         return through
