@@ -22,7 +22,7 @@ from bench.config import REPORT_FILE, WORK_DIR, BenchConfig, from_environment
 from bench.profiling import Profiler
 from bench.report import table, write
 from bench.settle import Settler
-from bench.stack import Stack
+from bench.stack import Stack, cpu_spent
 from bench.workload import Workload
 from contracts.topics import ALL_TOPICS
 
@@ -138,9 +138,11 @@ def run(config: BenchConfig) -> dict[str, Any]:
             reads_profiler.start(config.api_seconds)
         client = stack.mongo()
         before = dbtime.snapshot(client)
+        cpu_before = stack.cpu_with_bench()
         reads = api.read_load(
             stack, board_agents, profiles, config.api_seconds, config.api_clients, config.seed
         )
+        reads.cpu_seconds = cpu_spent(cpu_before, stack.cpu_with_bench())
         reads.database_time = dbtime.spent(before, dbtime.snapshot(client))
         client.close()
         if reads_profiler is not None:

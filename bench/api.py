@@ -65,6 +65,7 @@ class ApiResult:
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: float = 0.0
     database_time: list[dict[str, Any]] = field(default_factory=list)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def summary(self, clients: int) -> dict[str, Any]:
         top, rank, profile = (self.latencies[k] for k in ("top10", "rank", "profile"))
@@ -87,6 +88,7 @@ class ApiResult:
                 "seconds": round(self.load_seconds, 1),
                 "check": self.load_check,
             },
+            "cpu_seconds": self.cpu_seconds,
             "database_time_by_statement": self.database_time,
         }
 

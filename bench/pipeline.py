@@ -23,7 +23,7 @@ from bench import dbtime
 from bench.expected import Expected, expected_views
 from bench.kafka_io import publish, read_topic
 from bench.settle import Settler
-from bench.stack import Stack
+from bench.stack import Stack, cpu_spent
 from bench.workload import Workload
 from contracts.envelope import CloudEvent
 from contracts.events import BadgeAwarded
@@ -88,17 +88,14 @@ def run(
             during(60.0)
         client: MongoClient = stack.mongo()
         before = dbtime.snapshot(client)
-        cpu_before = stack.cpu() | {"bench": time.process_time()}
+        cpu_before = stack.cpu_with_bench()
         started = time.monotonic()
         publish(stack.bootstrap, stream)
         result.publish_seconds = time.monotonic() - started
         settled_at = settler.wait(settle_timeout)
         result.settle_seconds = settled_at - started
         result.events_per_s = result.events / result.settle_seconds
-        cpu_after = stack.cpu() | {"bench": time.process_time()}
-        result.cpu_seconds = {
-            name: round(cpu_after[name] - cpu_before.get(name, 0.0), 1) for name in cpu_after
-        }
+        result.cpu_seconds = cpu_spent(cpu_before, stack.cpu_with_bench())
         result.database_time = dbtime.spent(before, dbtime.snapshot(client))
         client.close()
         print(

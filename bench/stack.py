@@ -66,6 +66,11 @@ def peak_rss_mb(pid: int) -> dict[str, float]:
     return values
 
 
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process used between two readings of `Stack.cpu_with_bench()`."""
+    return {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a process and its descendants so far, in seconds."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -180,6 +185,10 @@ class Stack:
             for process in self.processes()
             if process.pid is not None and process.is_running
         }
+
+    def cpu_with_bench(self) -> dict[str, float]:
+        """`cpu()` and this process's own CPU seconds (the bench's clients), as "bench"."""
+        return self.cpu() | {"bench": time.process_time()}
 
     def stop(self) -> None:
         stop_all(list(self.services.values()))

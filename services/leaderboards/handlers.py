@@ -64,6 +64,8 @@ from services.runtime.mongo import (
 log = logging.getLogger(__name__)
 #: Per-board totals of the release before count maps (see `upgrade_storage`).
 LEGACY_BOARD_TOTALS = "boards"
+#: Indexes of board_entries that earlier releases created (see `upgrade_storage`).
+LEGACY_ENTRY_INDEXES = ("by_agent",)
 
 #: Ids of period_closed events are derived from the period key: should a close ever be
 #: attempted twice past the unique close record, the outbox's unique event id (and every
@@ -453,13 +455,20 @@ def rebuild(database: ServiceDatabase, *, tz: str, now: datetime | None = None) 
         agent for (board, agent), want in expected.items() if live.get((board, agent)) != want
     }
     suspects |= {agent for (board, agent) in live if (board, agent) not in expected}
+    # Each suspect's boards: those its log counts in and those it has entries on.
+    boards: dict[str, set[str]] = defaultdict(set)
+    for board, agent in expected.keys() | placed.keys():
+        if agent in suspects:
+            boards[agent].add(board)
     fixed = agents_fixed = 0
     counted = [(board, row) for (board, agent), row in placed.items() if agent not in suspects]
     for agent_id in sorted(suspects):
-        count = database.transaction(partial(_rebuild_agent, agent_id=agent_id, tz=tz))
+        count = database.transaction(
+            partial(_rebuild_agent, agent_id=agent_id, tz=tz, boards_seen=boards[agent_id])
+        )
         fixed += count
         agents_fixed += count > 0
-        counted += reader.agent_entries(agent_id).items()
+        counted += reader.agent_entries(agent_id, boards[agent_id]).items()
     recounted = _recount_boards(database, counted)
     periods: set[tuple[str, str]] = {
         period for change in changes for period in closable_periods(change, tz)
@@ -477,10 +486,14 @@ def rebuild(database: ServiceDatabase, *, tz: str, now: datetime | None = None) 
     )
 
 
-def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str) -> int:
+def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str, boards_seen: set[str]) -> int:
+    """Rewrites the agent's entries from its log, read in this transaction. Its entries are
+    read by id on the boards of that log and `boards_seen` (those the rebuild's scan found
+    it on): only a point change writes an entry, and it logs the change in the same
+    transaction, so an entry written since the scan is on a board of the log read here."""
     reader = BoardReader(uow.db, uow.session)
     expected = {board: standing for (board, _), standing in fold(reader.log(agent_id), tz).items()}
-    live = reader.agent_entries(agent_id)
+    live = reader.agent_entries(agent_id, set(expected) | boards_seen)
     # A recreated entry is counted where most of the agent's other entries are, else where
     # its log was last applied from (any lane counts right: the lane only keeps concurrent
     # batches off each other's maps).
@@ -529,7 +542,12 @@ def upgrade_storage(database: ServiceDatabase) -> int:
       (count_maps.py), and every map gets its token document (store.CountMapToken).
       Instances of the earlier release must be stopped first: they would add to a packed
       map by field.
+    - The entries' index by agent is dropped (store.BoardEntry says why).
     """
+    entries = database.db[ENTRIES]
+    for name in LEGACY_ENTRY_INDEXES:
+        if name in entries.index_information():
+            entries.drop_index(name)
     upgraded = 0
     if LEGACY_BOARD_TOTALS in database.db.list_collection_names():
         upgraded += _recount_boards(database, BoardReader(database.db).all_entries())

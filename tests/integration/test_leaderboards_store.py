@@ -370,6 +370,17 @@ def test_rebuild_repairs_damaged_count_maps(make_database):
     again = handlers.rebuild(db, tz=TZ)
     assert (again.entries_fixed, again.boards_recounted) == (0, 0)
 
+    # an entry on a board its agent's log never counted in goes (with its count)
+    stray = "2026-W01|global"
+    db.db.board_entries.insert_one(
+        {"_id": f"{stray}|rp-5", "board": stray, "agent_id": "rp-5", "score": 3, "reached_at": t}
+    )
+    add_to_maps(db.db, {"_id": counts_id(stray, 0)}, {3: 1})
+    report = handlers.rebuild(db, tz=TZ)
+    assert report.entries_fixed == 1
+    assert (stray, "rp-5") not in entries(db)
+    assert count_maps(db) == good == counted_from_entries(db)
+
 
 def test_boards_stored_before_count_maps_are_upgraded_on_start(make_database):
     db = make_database()
@@ -380,9 +391,11 @@ def test_boards_stored_before_count_maps_are_upgraded_on_start(make_database):
     db.db.board_entries.update_many({}, {"$unset": {"lane": ""}})
     db.db.score_counts.delete_many({})
     db.db["boards"].insert_one({"_id": BOARD, "entries": 9, "max_score": 8})
+    db.db.board_entries.create_index("agent_id", name="by_agent")  # no longer wanted
 
     assert handlers.upgrade_storage(db) > 0
     assert "boards" not in db.db.list_collection_names()
+    assert "by_agent" not in db.db.board_entries.index_information()
     assert count_maps(db) == counted_from_entries(db)  # entries without lanes: lane 0
     assert total(BoardReader(db.db).histogram(BOARD)) == 9
     assert handlers.upgrade_storage(db) == 0  # once only
