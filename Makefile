@@ -40,7 +40,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy contracts services deploy
+	$(BIN)/mypy contracts services deploy bench
 
 # Throughput, latency and read figures on the local stack (BENCH_QUICK=1: about a minute).
 bench: install

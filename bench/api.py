@@ -242,7 +242,7 @@ def verify_load(stack: Stack, sample_agents: list[str], tz: str) -> dict[str, An
                 board: (s.score, s.reached_at)
                 for (board, _), s in fold(reader.log(agent_id), tz).items()
             }
-            placed = reader.agent_entries(agent_id)
+            placed = reader.agent_entries(agent_id, want)
             have = {board: (r.score, r.reached_at) for board, r in placed.items()}
             lanes = {r.lane for r in placed.values()}
             found = reader.entry(ALL_TIME_GLOBAL, agent_id)

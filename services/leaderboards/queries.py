@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
+from cachetools import LRUCache
 from pymongo.database import Database
 
 from contracts.api.leaderboards import (
@@ -46,15 +48,32 @@ def _entries(
     return entries
 
 
+#: Pages as answered, with when their board's count maps were read (time.monotonic()).
+_ANSWERED: LRUCache[tuple[str, str, int, int], tuple[float, Leaderboard]] = LRUCache(256)
+
+
 def leaderboard(
-    db: Database, period: str, query: LeaderboardQuery, *, tz: str, now: datetime
+    db: Database,
+    period: str,
+    query: LeaderboardQuery,
+    *,
+    tz: str,
+    now: datetime,
+    fresh_for: float = 0.0,
 ) -> Leaderboard:
+    """A page of a board. With `fresh_for` > 0 (seconds), a page answered here from count
+    maps read less than that long ago is answered again as it was (names included): the
+    busiest read, the top of a board, then costs no query while the window lasts."""
     resolved, scope = _resolve(period, query.scope, tz, now)
-    reader = BoardReader(db)
     board = board_key(resolved.key, scope)
+    key = (db.name, board, query.offset, query.limit)
+    answered = _ANSWERED.get(key)
+    if answered is not None and time.monotonic() - answered[0] < fresh_for:
+        return answered[1]
+    reader = BoardReader(db, fresh_for=fresh_for)
     histogram = reader.histogram(board)
     rows = reader.top(board, query.offset, query.limit, histogram)
-    return Leaderboard(
+    page = Leaderboard(
         period=resolved.key,
         period_kind=resolved.kind,
         scope=scope,
@@ -64,20 +83,35 @@ def leaderboard(
         total=total(histogram),
         entries=_entries(reader.names([row.agent_id for row in rows]), rows, query.offset + 1),
     )
+    if fresh_for > 0:
+        _ANSWERED[key] = (reader.read_at(board), page)
+    return page
 
 
 def position(
-    db: Database, period: str, agent_id: str, query: PositionQuery, *, tz: str, now: datetime
+    db: Database,
+    period: str,
+    agent_id: str,
+    query: PositionQuery,
+    *,
+    tz: str,
+    now: datetime,
+    fresh_for: float = 0.0,
 ) -> LeaderboardPosition:
+    """One agent's rank and neighbours. Its entry is always read (an agent who just arrived
+    is found at once); the board's count maps may be up to `fresh_for` seconds old, unless
+    they count nobody at the entry's score (read before the agent reached it): then they
+    are read again."""
     resolved, scope = _resolve(period, query.scope, tz, now)
-    reader = BoardReader(db)
+    reader = BoardReader(db, fresh_for=fresh_for)
     board = board_key(resolved.key, scope)
     row = reader.entry(board, agent_id)
     if row is None or row.score <= 0:
         raise NotFound(f"agent {agent_id} is not on the {resolved.key} {scope} board")
     histogram = reader.histogram(board)
-    rank = reader.rank(board, row, histogram)
-    above, below = reader.neighbours(board, row, rank, query.neighbors, histogram)
+    if histogram.get(row.score, 0) == 0:
+        histogram = reader.histogram(board, refresh=True)
+    rank, above, below = reader.place(board, row, query.neighbors, histogram)
     agents = reader.names([other.agent_id for other in [*above, row, *below]])
     (me,) = _entries(agents, [row], rank)
     return LeaderboardPosition(

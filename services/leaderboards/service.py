@@ -113,14 +113,25 @@ class LeaderboardsService(operations.ConsumerEndpoints):
     def leaderboard(self, request: Request, period: str) -> Leaderboard:
         query = parse_query(request, LeaderboardQuery)
         return queries.leaderboard(
-            self.db.db, period, query, tz=self.settings.time_zone, now=datetime.now(UTC)
+            self.db.db,
+            period,
+            query,
+            tz=self.settings.time_zone,
+            now=datetime.now(UTC),
+            fresh_for=self.settings.read_cache_seconds,
         )
 
     @http("GET", "/v1/leaderboards/<period>/agents/<agent_id>")
     def position(self, request: Request, period: str, agent_id: str) -> LeaderboardPosition:
         query = parse_query(request, PositionQuery)
         return queries.position(
-            self.db.db, period, agent_id, query, tz=self.settings.time_zone, now=datetime.now(UTC)
+            self.db.db,
+            period,
+            agent_id,
+            query,
+            tz=self.settings.time_zone,
+            now=datetime.now(UTC),
+            fresh_for=self.settings.read_cache_seconds,
         )
 
     @http("POST", "/v1/leaderboards/rebuild")

@@ -24,6 +24,17 @@ class LeaderboardSettings(BaseModel):
         ),
     )
 
+    read_cache_seconds: float = Field(
+        0.5,
+        ge=0,
+        le=5,
+        description=(
+            "Reads may answer from what was read this long ago: a page as answered, a "
+            "board's score counts (an agent's own entry is always read). Reads are eventually "
+            "consistent; 0 reads the count maps' tokens every time"
+        ),
+    )
+
     @field_validator("time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

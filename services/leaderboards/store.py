@@ -16,14 +16,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import mongoengine as me
+from cachetools import LRUCache
 from pymongo import ASCENDING, DESCENDING, DeleteOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
@@ -178,21 +179,16 @@ class TokenCache(Generic[K, V]):
     served only while its tokens are still the current ones; least recently used dropped."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self._kept: OrderedDict[K, tuple[tuple[Any, ...], V]] = OrderedDict()
+        self._kept: LRUCache[K, tuple[tuple[Any, ...], V]] = LRUCache(size)
 
     def get(self, key: K, tokens: tuple[Any, ...]) -> V | None:
         kept = self._kept.get(key)
         if kept is None or kept[0] != tokens:
             return None
-        self._kept.move_to_end(key)
         return kept[1]
 
     def put(self, key: K, tokens: tuple[Any, ...], value: V) -> None:
         self._kept[key] = (tokens, value)
-        self._kept.move_to_end(key)
-        while len(self._kept) > self.size:
-            self._kept.popitem(last=False)
 
 
 #: Merged histograms, one per board read.
@@ -201,6 +197,9 @@ _HISTOGRAMS: TokenCache[tuple[str, str], Histogram] = TokenCache(256)
 #: of an entry writes its map (handlers._count_moves), so a page whose board's tokens are
 #: unchanged is exactly what the index would give.
 _PAGES: TokenCache[tuple[str, str, int, int], list[Row]] = TokenCache(256)
+#: Each board's tokens as last read here, with when (time.monotonic()): within a reader's
+#: `fresh_for` they stand for the current ones, with no query (see BoardReader).
+_TOKENS_READ: LRUCache[tuple[str, str], tuple[float, tuple[Any, ...]]] = LRUCache(1024)
 
 
 def new_write_token() -> str:
@@ -293,8 +292,8 @@ _ROW_FIELDS = {"_id": 0, "agent_id": 1, "score": 1, "reached_at": 1}
 _PLACED_FIELDS = {**_ROW_FIELDS, "board": 1, "lane": 1}
 
 
-#: Ties up to this size are read whole to rank within them (one query); larger ones are
-#: counted by the index (two queries).
+#: Ties up to this size are read whole, with the neighbours, to rank within them (one
+#: query); larger ones are counted by the index (two queries, then one for the neighbours).
 TIE_READ_WHOLE = 100
 
 
@@ -309,18 +308,29 @@ class BoardReader:
     limit thus sorts a band, never the part of the board above it.
     """
 
-    def __init__(self, db: Database, session: ClientSession | None = None) -> None:
+    def __init__(
+        self, db: Database, session: ClientSession | None = None, *, fresh_for: float = 0.0
+    ) -> None:
+        """`fresh_for` > 0 (seconds) lets a board's count maps read that recently in this
+        process stand for the current ones: reads are eventually consistent (ARCHITECTURE
+        §5), and a busy board then costs no query per read. Never inside a transaction."""
         self.db = db
         self.session = session
-        # The maps' tokens each board's histogram was read under (see `top`).
+        self.fresh_for = fresh_for if session is None else 0.0
+        # The maps' tokens each board's histogram was read under, and when (see `top`).
         self._tokens: dict[str, tuple[Any, ...]] = {}
-        # Ties `rank` read whole, in board order, by (board, score) (see `neighbours`).
-        self._ties: dict[tuple[str, int], list[Row]] = {}
+        self._read_at: dict[str, float] = {}
 
-    def histogram(self, board: str) -> Histogram:
-        """The board's merged count maps: read whole only when one of them changed since
-        this process last merged them (their write tokens say), else from memory."""
-        maps = self.db[SCORE_COUNTS]
+    def read_at(self, board: str) -> float:
+        """When (time.monotonic()) the tokens of the board's last histogram were read."""
+        return self._read_at[board]
+
+    def _board_tokens(self, board: str, refresh: bool) -> tuple[float, tuple[Any, ...]]:
+        key = (self.db.name, board)
+        recent = None if refresh else _TOKENS_READ.get(key)
+        if recent is not None and time.monotonic() - recent[0] < self.fresh_for:
+            return recent
+        read_at = time.monotonic()
         tokens = tuple(
             sorted(
                 (doc["_id"], doc.get(WRITE_TOKEN))
@@ -329,6 +339,16 @@ class BoardReader:
                 )
             )
         )
+        if self.session is None:
+            _TOKENS_READ[key] = (read_at, tokens)
+        return read_at, tokens
+
+    def histogram(self, board: str, *, refresh: bool = False) -> Histogram:
+        """The board's merged count maps: read whole only when one of them changed since
+        this process last merged them (their write tokens say), else from memory. The
+        tokens are read unless read within `fresh_for` (and `refresh` is not asked)."""
+        maps = self.db[SCORE_COUNTS]
+        self._read_at[board], tokens = self._board_tokens(board, refresh)
         self._tokens[board] = tokens
         key = (self.db.name, board)
         cached = _HISTOGRAMS.get(key, tokens)
@@ -353,30 +373,44 @@ class BoardReader:
     def _count(self, query: dict[str, Any]) -> int:
         return self.db[ENTRIES].count_documents(query, session=self.session)
 
-    def rank(self, board: str, row: Row, histogram: Histogram) -> int:
-        """1 + the agents above the row's score + those tied with it and ahead.
+    def place(
+        self, board: str, row: Row, k: int, histogram: Histogram
+    ) -> tuple[int, list[Row], list[Row]]:
+        """The row's rank (1 + the agents above its score + those tied with it and ahead)
+        and up to k entries just ahead of it and k just behind it, in board order.
 
-        The histogram gives the size of the tie: alone on its score, the row needs no
-        query; a small tie is read whole (one find on the rank index); a large one is
-        counted as two plain ranges of the index rather than one `$or` (every server answers
-        a range from the index, not every one plans an `$or` over it).
+        The histogram gives the size of the tie. Alone on its score with no neighbours
+        asked, the row needs no query. A tie of up to TIE_READ_WHOLE is read whole with k
+        positions on each side, as ONE band of the `rank` index: the rank within the tie and
+        the neighbours both come from it. A larger tie is counted as two plain ranges of the
+        index (every server answers a range from the index, not every one plans an `$or`
+        over it), then the positions around the rank are read as one band.
+
+        The rows are split by their order against `row`, so the row never appears among its
+        own neighbours, nor one behind it among those ahead, even when a change landed
+        after the histogram was read (the positions are then off by one at most).
         """
+        above = ahead_of(histogram, row.score)
         tied = histogram.get(row.score, 0)
-        if tied <= 1:
-            tied_ahead = 0
-        elif tied <= TIE_READ_WHOLE:
-            query = {"board": board, "score": row.score}
-            docs = self.db[ENTRIES].find(query, _ROW_FIELDS, session=self.session)
-            tie = sorted((_row(doc) for doc in docs), key=lambda other: other.order)
-            self._ties[(board, row.score)] = tie  # the neighbours may lie within it
-            tied_ahead = sum(1 for other in tie if other.order < row.order)
+        if tied <= 1 and k == 0:
+            return 1 + above, [], []
+        if tied <= TIE_READ_WHOLE:
+            rows = self.positions(board, max(above + 1 - k, 1), above + max(tied, 1) + k, histogram)
+            ahead = [other for other in rows if other.order < row.order]
+            rank = 1 + above + sum(1 for other in ahead if other.score == row.score)
         else:
             same = {"board": board, "score": row.score}
             tied_ahead = self._count({**same, "reached_at": {"$lt": row.reached_at}})
             tied_ahead += self._count(
                 {**same, "reached_at": row.reached_at, "agent_id": {"$lt": row.agent_id}}
             )
-        return 1 + ahead_of(histogram, row.score) + tied_ahead
+            rank = 1 + above + tied_ahead
+            if k == 0:
+                return rank, [], []
+            rows = self.positions(board, max(rank - k, 1), rank + k, histogram)
+            ahead = [other for other in rows if other.order < row.order]
+        behind = [other for other in rows if other.order > row.order]
+        return rank, ahead[max(len(ahead) - k, 0) :], behind[:k]
 
     def positions(
         self, board: str, first: int, last: int, histogram: Histogram | None = None
@@ -414,30 +448,6 @@ class BoardReader:
             # every later read sees, so this page is never served under them.
             _PAGES.put(key, tokens, rows)
         return list(rows)
-
-    def neighbours(
-        self, board: str, row: Row, rank: int, k: int, histogram: Histogram
-    ) -> tuple[list[Row], list[Row]]:
-        """Up to k entries just ahead of `row` (at `rank`) and up to k just behind it, in
-        board order: from the row's tie when `rank` read it whole and it holds them, else the
-        positions around the rank, read as one band.
-
-        The reads of a position are not one snapshot, so a change landing between them can
-        shift the positions by one: the rows are split by their order against `row`, so the
-        row never appears among its own neighbours, nor one behind it among those ahead.
-        """
-        if k == 0:
-            return [], []
-        tie = self._ties.get((board, row.score))
-        if tie is not None:  # read by `rank`: when k of it lie on each side, no query
-            ahead = [other for other in tie if other.order < row.order]
-            behind = [other for other in tie if other.order > row.order]
-            if len(ahead) >= k and len(behind) >= k:
-                return ahead[-k:], behind[:k]
-        rows = self.positions(board, max(rank - k, 1), rank + k, histogram)
-        above = [other for other in rows if other.order < row.order][-k:]
-        below = [other for other in rows if other.order > row.order][:k]
-        return above, below
 
     def names(self, agent_ids: list[str]) -> dict[str, dict[str, Any]]:
         return find_by_ids(self.db[AGENTS], agent_ids, self.session)

@@ -19,8 +19,9 @@ import eventlet
 import pytest
 from pymongo import MongoClient
 
+from contracts.api.leaderboards import LeaderboardQuery, PositionQuery
 from contracts.events import PointsAwarded, PointsChangeData
-from services.leaderboards import handlers, store
+from services.leaderboards import handlers, queries, store
 from services.leaderboards.boards import PointChange, fold, ranked, total
 from services.leaderboards.count_maps import is_packed
 from services.leaderboards.store import DOCUMENTS, BoardReader, counts_id
@@ -158,19 +159,19 @@ def test_pages_ranks_and_neighbours_match_the_reference(database_):
             page = [(r.agent_id, r.score) for r in reader.top(BOARD, offset, limit)]
             assert page == rows[offset : offset + limit], (offset, limit)
 
-    for rank, agent, standing in expected:
-        row = reader.entry(BOARD, agent)
-        assert (row.score, reader.rank(BOARD, row, histogram)) == (standing.score, rank)
     for index in range(len(expected)):
-        rank, agent, _ = expected[index]
+        rank, agent, standing = expected[index]
         row = reader.entry(BOARD, agent)
-        for k in (1, 4, 10):
-            above, below = (
-                [r.agent_id for r in rows]
-                for rows in reader.neighbours(BOARD, row, rank, k, histogram)
-            )
-            assert above == [a for _, a, _ in expected[max(index - k, 0) : index]], agent
-            assert below == [a for _, a, _ in expected[index + 1 : index + 1 + k]], agent
+        assert row.score == standing.score
+        for k in (0, 1, 4, 10):
+            placed, above, below = reader.place(BOARD, row, k, histogram)
+            assert placed == rank, (agent, k)
+            assert [r.agent_id for r in above] == [
+                a for _, a, _ in expected[max(index - k, 0) : index]
+            ], agent
+            assert [r.agent_id for r in below] == [
+                a for _, a, _ in expected[index + 1 : index + 1 + k]
+            ], agent
 
     # rebuild over a consistent database changes nothing
     report = handlers.rebuild(database_, tz=TZ)
@@ -200,28 +201,26 @@ def test_ranks_inside_one_tie_go_by_time_then_agent_id(make_database, monkeypatc
     assert [a for _, a, _ in reference(events, BOARD)] == order
     for rank, agent in enumerate(order, 1):
         row = reader.entry(BOARD, agent)
-        assert reader.rank(BOARD, row, histogram) == rank
+        assert reader.place(BOARD, row, 0, histogram)[0] == rank
     row = reader.entry(BOARD, "tie-c")
     for k, (want_above, want_below) in {
+        0: ([], []),
         2: (["tie-a", "tie-b"], ["tie-d", "tie-e"]),
         3: (["top-x", "tie-a", "tie-b"], ["tie-d", "tie-e", "low-y"]),  # past the tie
     }.items():
-        for fresh in (False, True):  # from the tie `rank` read, and from the board
-            looking = BoardReader(db.db) if fresh else reader
-            above, below = looking.neighbours(BOARD, row, 4, k, histogram)
-            assert [r.agent_id for r in above] == want_above
-            assert [r.agent_id for r in below] == want_below
-    # a rank gone stale by one (a change landed between the reads) may come one short,
-    # but never lists the row among its own neighbours, nor on the wrong side
-    reader = BoardReader(db.db)  # no tie read: the band around the rank given
-    above, below = reader.neighbours(BOARD, row, 5, 2, histogram)
-    assert [r.agent_id for r in above] == ["tie-b"]
-    assert [r.agent_id for r in below] == ["tie-d", "tie-e"]
-    above, below = reader.neighbours(BOARD, row, 3, 2, histogram)
+        rank, above, below = reader.place(BOARD, row, k, histogram)
+        assert rank == 4
+        assert [r.agent_id for r in above] == want_above
+        assert [r.agent_id for r in below] == want_below
+    # counts gone stale (an agent arrived above after they were read) put the rank one
+    # off, but never the row among its own neighbours, nor one behind it among those ahead
+    apply(db, [award("new-z", 50, t)])
+    rank, above, below = reader.place(BOARD, row, 2, histogram)
+    assert rank == 4
     assert [r.agent_id for r in above] == ["tie-a", "tie-b"]
-    assert [r.agent_id for r in below] == ["tie-d"]
-    assert reader.neighbours(BOARD, row, 4, 0, histogram) == ([], [])
-    assert [r.agent_id for r in reader.top(BOARD, 2, 3)] == ["tie-b", "tie-c", "tie-d"]
+    assert [r.agent_id for r in below] == ["tie-d", "tie-e"]
+    assert reader.place(BOARD, row, 2, reader.histogram(BOARD)) == (5, above, below)
+    assert [r.agent_id for r in reader.top(BOARD, 2, 3)] == ["tie-a", "tie-b", "tie-c"]
 
 
 def test_batches_give_what_the_events_one_by_one_give(make_database):
@@ -491,3 +490,29 @@ def test_two_racing_closers_publish_one_close(database_):
     keys = [event["key"] for doc in database_.db.outbox.find() for event in doc["events"]]
     assert sorted(keys) == sorted(set(keys)) and {"2026-W10", "2026-03"} <= set(keys)
     assert handlers.close_due_periods(database_, tz=TZ, now=later, grace=timedelta(0)) == []
+
+
+def test_reads_within_the_window_answer_from_memory_and_an_arrival_is_seen_at_once(
+    make_database,
+):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    apply(db, [award("fw-a", 30, t), award("fw-b", 20, t)])
+    now = datetime.now(UTC)
+    page = partial(queries.leaderboard, db.db, "all-time", LeaderboardQuery(), tz=TZ, now=now)
+    rank = partial(queries.position, db.db, "all-time", query=PositionQuery(), tz=TZ, now=now)
+
+    def shown(answer) -> list[tuple[str, int]]:
+        return [(e.agent_id, e.score) for e in answer.entries]
+
+    assert shown(page(fresh_for=60)) == [("fw-a", 30), ("fw-b", 20)]
+    apply(db, [award("fw-c", 50, t + timedelta(minutes=1)), award("fw-b", 5, t)])
+    # within the window: the page as answered, and a rank from the same score counts
+    assert shown(page(fresh_for=60)) == [("fw-a", 30), ("fw-b", 20)]
+    assert shown(page(fresh_for=0)) == [("fw-c", 50), ("fw-a", 30), ("fw-b", 25)]
+    # an agent who just arrived is found, at its rank: the counts are read again for it
+    arrived = rank(agent_id="fw-c", fresh_for=60)
+    assert (arrived.rank, arrived.score, arrived.total) == (1, 50, 3)
+    assert [e.agent_id for e in arrived.below] == ["fw-a", "fw-b"]
+    # past the window, the page is read again
+    assert shown(page(fresh_for=1e-9)) == [("fw-c", 50), ("fw-a", 30), ("fw-b", 25)]
