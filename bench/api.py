@@ -44,7 +44,7 @@ from services.leaderboards.store import (
     BoardReader,
     MapWrites,
     counts_id,
-    entry_id,
+    entry_document,
 )
 from services.runtime.mongo import find_by_ids
 
@@ -172,16 +172,7 @@ def write_board_documents(
     written = _insert(
         db[ENTRIES],
         (
-            {
-                "_id": entry_id(board, agent),
-                "board": board,
-                "agent_id": agent,
-                "score": s.score,
-                "reached_at": s.reached_at,
-                "period_key": board.partition("|")[0],
-                "scope": board.partition("|")[2],
-                "lane": lane_of(agent),
-            }
+            entry_document(board, agent, s.score, s.reached_at, lane_of(agent))
             for (board, agent), s in entries.items()
         ),
     )

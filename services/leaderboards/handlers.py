@@ -51,6 +51,7 @@ from services.leaderboards.store import (
     Row,
     counts_id,
     display,
+    entry_document,
     entry_id,
     lane_of,
 )
@@ -177,34 +178,18 @@ def _add_to_entries(uow: UnitOfWork, added: dict[tuple[str, str], Standing], lan
         id_ = ids[(board, agent_id)]
         old = before.get(id_)
         if old is None:
-            inserts.append(_entry(id_, board, agent_id, change.score, change.reached_at, lane))
+            inserts.append(entry_document(board, agent_id, change.score, change.reached_at, lane))
             moves.append(Move(board, lane, 0, lane, change.score))
             continue
         score = old["score"] + change.score
         reached_at = max(old["reached_at"], change.reached_at)
         replacements.append(
-            ReplaceOne({"_id": id_}, _entry(id_, board, agent_id, score, reached_at, lane))
+            ReplaceOne({"_id": id_}, entry_document(board, agent_id, score, reached_at, lane))
         )
         moves.append(Move(board, lane_of(old), old["score"], lane, score))
     bulk_write_in_slices(entries, [InsertOne(doc) for doc in inserts], s)
     bulk_write_in_slices(entries, replacements, s)
     _count_moves(uow, moves)
-
-
-def _entry(
-    id_: str, board: str, agent_id: str, score: int, reached_at: datetime, lane: int
-) -> dict[str, Any]:
-    period_key, _, scope = board.partition("|")
-    return {
-        "_id": id_,
-        "board": board,
-        "agent_id": agent_id,
-        "score": score,
-        "reached_at": reached_at,
-        "period_key": period_key,
-        "scope": scope,
-        "lane": lane,
-    }
 
 
 def _count_moves(uow: UnitOfWork, moves: list[Move]) -> None:
@@ -510,20 +495,9 @@ def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str, boards_seen: set[str
             entries.delete_one({"_id": entry_id(board, agent_id)}, session=uow.session)
             moves.append(Move(board, lane, old_score, lane, 0))
             continue
-        period_key, _, scope = board.partition("|")
-        entries.update_one(
+        entries.replace_one(
             {"_id": entry_id(board, agent_id)},
-            {
-                "$set": {
-                    "board": board,
-                    "agent_id": agent_id,
-                    "score": want.score,
-                    "reached_at": want.reached_at,
-                    "period_key": period_key,
-                    "scope": scope,
-                    "lane": lane,
-                }
-            },
+            entry_document(board, agent_id, want.score, want.reached_at, lane),
             upsert=True,
             session=uow.session,
         )

@@ -65,6 +65,11 @@ SHARDED: dict[str, Callable[[Iterable[dict[str, Any]]], list[dict[str, Any]]]] =
     "score_counts": merged_by_board,
     "count_map_tokens": lambda docs: [{"board": b} for b in sorted({d["board"] for d in docs})],
 }
+#: Fields an earlier release stored that this one no longer writes, by collection: a live
+#: database keeps them on each document until it is written again.
+RETIRED_FIELDS: dict[str, frozenset[str]] = {
+    "board_entries": frozenset({"period_key", "scope"}),  # both are in the board key
+}
 #: Admin actions on credit lots arrive over HTTP and are in no topic: a rebuild of credits
 #: would drop them, so `apply` refuses while any exist.
 CREDITS_ADMIN_KINDS = ("grant", "revocation")
@@ -304,4 +309,8 @@ def _documents(collection: Any) -> Counter[str]:
     docs = collection.find()
     if collection.name in SHARDED:
         docs = SHARDED[collection.name](docs)
-    return Counter(json.dumps(_canonical(doc), sort_keys=True) for doc in docs)
+    retired = RETIRED_FIELDS.get(collection.name, frozenset())
+    return Counter(
+        json.dumps(_canonical({k: v for k, v in doc.items() if k not in retired}), sort_keys=True)
+        for doc in docs
+    )
