@@ -17,7 +17,7 @@ from pydantic_core import from_json
 from werkzeug.wrappers import Request, Response
 
 from services.gateway.auth import Caller, bearer_token, verify
-from services.gateway.downstream import Downstream, DownstreamMetrics, Reply, TeamCache
+from services.gateway.downstream import Downstream, DownstreamMetrics, Reply, team_cache
 from services.gateway.policy import authorize, check_backfill, check_path, check_query_rights
 from services.gateway.profile import build_profile
 from services.gateway.routes import Policy, Route
@@ -64,7 +64,7 @@ class Gateway:
             pool_size=settings.http_pool_size,
             metrics=metrics,
         )
-        self.teams = TeamCache(settings.team_cache_seconds)
+        self.teams = team_cache(settings.team_cache_seconds)
 
     # -- auth ---------------------------------------------------------------------------
 
@@ -86,7 +86,7 @@ class Gateway:
                 "the progress service answered without the agent's team; retry shortly",
                 details={"service": "progress", "status": reply.status},
             )
-        self.teams.put(agent_id, agent["team_id"])
+        self.teams[agent_id] = agent["team_id"]
         return str(agent["team_id"])
 
     # -- input --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.gateway.auth import Caller
-from services.gateway.downstream import TeamCache
+from services.gateway.downstream import team_cache
 from services.gateway.policy import authorize, check_backfill, check_path, check_query_rights
 from services.gateway.routes import ROUTES, Policy, Route
 from services.runtime.errors import BadRequest, Forbidden, NotFound
@@ -196,16 +196,19 @@ def test_other_periods_are_400(period: str) -> None:
 
 
 def test_the_team_cache_expires_and_stays_bounded() -> None:
-    cache = TeamCache(ttl_seconds=30, max_entries=2)
-    cache.put("ann", "t1", now=0)
-    assert cache.get("ann", now=29.9) == "t1"
-    assert cache.get("ann", now=30) is None
-    cache.put("a", "t1", now=0)
-    cache.put("b", "t2", now=0)
-    cache.put("c", "t3", now=0)
-    assert cache.get("a", now=1) is None
-    assert cache.get("b", now=1) == "t2"
-    assert cache.get("c", now=1) == "t3"
+    now = [0.0]
+    cache = team_cache(ttl_seconds=30, max_entries=2, timer=lambda: now[0])
+    cache["ann"] = "t1"
+    now[0] = 29.9
+    assert cache.get("ann") == "t1"
+    now[0] = 30
+    assert cache.get("ann") is None
+    for agent, team in (("a", "t1"), ("b", "t2"), ("c", "t3")):
+        cache[agent] = team
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, "t2", "t3")
+    unkept = team_cache(ttl_seconds=0, timer=lambda: now[0])
+    unkept["x"] = "t1"
+    assert unkept.get("x") is None  # 0 seconds: every call asks the roster
 
 
 def test_drafts_in_the_catalogue_are_for_writers() -> None:
