@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 
-from cachetools import LRUCache
 from pymongo.database import Database
 
 from contracts.api.leaderboards import (
@@ -23,7 +21,7 @@ from services.leaderboards.boards import (
     resolve_period,
     total,
 )
-from services.leaderboards.store import BoardReader, Row, display
+from services.leaderboards.store import BoardReader, RecentCache, Row, display
 from services.runtime.errors import BadRequest, NotFound
 
 
@@ -49,7 +47,7 @@ def _entries(
 
 
 #: Pages as answered, with when their board's count maps were read (time.monotonic()).
-_ANSWERED: LRUCache[tuple[str, str, int, int], tuple[float, Leaderboard]] = LRUCache(256)
+_ANSWERED: RecentCache[tuple[str, str, int, int], Leaderboard] = RecentCache(256)
 
 
 def leaderboard(
@@ -67,8 +65,8 @@ def leaderboard(
     resolved, scope = _resolve(period, query.scope, tz, now)
     board = board_key(resolved.key, scope)
     key = (db.name, board, query.offset, query.limit)
-    answered = _ANSWERED.get(key)
-    if answered is not None and time.monotonic() - answered[0] < fresh_for:
+    answered = _ANSWERED.get(key, fresh_for)
+    if answered is not None:
         return answered[1]
     reader = BoardReader(db, fresh_for=fresh_for)
     histogram = reader.histogram(board)
@@ -84,7 +82,7 @@ def leaderboard(
         entries=_entries(reader.names([row.agent_id for row in rows]), rows, query.offset + 1),
     )
     if fresh_for > 0:
-        _ANSWERED[key] = (reader.read_at(board), page)
+        _ANSWERED.put(key, reader.read_at(board), page)
     return page
 
 

@@ -189,6 +189,25 @@ class TokenCache(Generic[K, V]):
         self._kept[key] = (tokens, value)
 
 
+class RecentCache(Generic[K, V]):
+    """Values kept per process with when they were read (time.monotonic()): a value is
+    served only while younger than the window the caller asks; least recently used
+    dropped."""
+
+    def __init__(self, size: int) -> None:
+        self._kept: LRUCache[K, tuple[float, V]] = LRUCache(size)
+
+    def get(self, key: K, within: float) -> tuple[float, V] | None:
+        """(read at, value), if read less than `within` seconds ago."""
+        kept = self._kept.get(key)
+        if kept is None or time.monotonic() - kept[0] >= within:
+            return None
+        return kept
+
+    def put(self, key: K, read_at: float, value: V) -> None:
+        self._kept[key] = (read_at, value)
+
+
 #: Merged histograms, one per board read.
 _HISTOGRAMS: TokenCache[tuple[str, str], Histogram] = TokenCache(256)
 #: Pages of boards (offset and limit) under the tokens of their board's maps. Every change
@@ -197,7 +216,7 @@ _HISTOGRAMS: TokenCache[tuple[str, str], Histogram] = TokenCache(256)
 _PAGES: TokenCache[tuple[str, str, int, int], list[Row]] = TokenCache(256)
 #: Each board's tokens as last read here, with when (time.monotonic()): within a reader's
 #: `fresh_for` they stand for the current ones, with no query (see BoardReader).
-_TOKENS_READ: LRUCache[tuple[str, str], tuple[float, tuple[Any, ...]]] = LRUCache(1024)
+_TOKENS_READ: RecentCache[tuple[str, str], tuple[Any, ...]] = RecentCache(1024)
 
 
 def new_write_token() -> str:
@@ -341,8 +360,8 @@ class BoardReader:
 
     def _board_tokens(self, board: str, refresh: bool) -> tuple[float, tuple[Any, ...]]:
         key = (self.db.name, board)
-        recent = None if refresh else _TOKENS_READ.get(key)
-        if recent is not None and time.monotonic() - recent[0] < self.fresh_for:
+        recent = None if refresh else _TOKENS_READ.get(key, self.fresh_for)
+        if recent is not None:
             return recent
         read_at = time.monotonic()
         tokens = tuple(
@@ -354,7 +373,7 @@ class BoardReader:
             )
         )
         if self.session is None:
-            _TOKENS_READ[key] = (read_at, tokens)
+            _TOKENS_READ.put(key, read_at, tokens)
         return read_at, tokens
 
     def histogram(self, board: str, *, refresh: bool = False) -> Histogram:
