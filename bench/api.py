@@ -181,7 +181,7 @@ def write_board_documents(
         if s.score > 0:
             counts[(board, lane_of(agent))][s.score] += 1
     # The maps the pipeline's agents already have (the global and tier boards) get the
-    # counts added; the others are new.
+    # counts added; the others are new, and inserted (see MapWrites.put).
     ids = {key: counts_id(*key) for key in counts}
     existing = {
         id_: unpack(doc.get("counts"))
@@ -189,9 +189,10 @@ def write_board_documents(
     }
     writes = MapWrites()
     for (board, lane), by_score in counts.items():
-        held = existing.get(ids[(board, lane)], {})
+        id_ = ids[(board, lane)]
+        held = existing.get(id_, {})
         merged = {s: held.get(s, 0) + by_score.get(s, 0) for s in held.keys() | by_score}
-        writes.put(board, lane, merged)
+        writes.put(board, lane, merged, absent=id_ not in existing)
     writes.apply(db)
     return written + 2 * len(writes)
 

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 import mongoengine as me
 from cachetools import LRUCache
-from pymongo import ASCENDING, DESCENDING, DeleteOne, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, DeleteOne, InsertOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
@@ -228,16 +228,23 @@ class MapWrites:
     """Writes of count maps, each with its token document: whoever writes a map gives it a
     new token, in both. Apply them in the transaction that changes what the maps count."""
 
-    maps: list[ReplaceOne | DeleteOne] = field(default_factory=list)
-    tokens: list[ReplaceOne | DeleteOne] = field(default_factory=list)
+    maps: list[InsertOne | ReplaceOne | DeleteOne] = field(default_factory=list)
+    tokens: list[InsertOne | ReplaceOne | DeleteOne] = field(default_factory=list)
 
-    def put(self, board: str, lane: int, counts: Mapping[int, int]) -> None:
+    def put(self, board: str, lane: int, counts: Mapping[int, int], absent: bool = False) -> None:
+        """`absent`: the map is known not to be stored and nobody else can write it (a bulk
+        load). It is then inserted: the local database commits a batch of inserts at once,
+        but upserts one by one outside a transaction (about 0.8 ms each, measured)."""
         id_ = counts_id(board, lane)
         token = new_write_token()
         stored = {"board": board, "lane": lane, "counts": pack(counts), WRITE_TOKEN: token}
-        self.maps.append(ReplaceOne({"_id": id_}, stored, upsert=True))
         marker = {"board": board, "lane": lane, WRITE_TOKEN: token}
-        self.tokens.append(ReplaceOne({"_id": id_}, marker, upsert=True))
+        if absent:
+            self.maps.append(InsertOne({"_id": id_, **stored}))
+            self.tokens.append(InsertOne({"_id": id_, **marker}))
+        else:
+            self.maps.append(ReplaceOne({"_id": id_}, stored, upsert=True))
+            self.tokens.append(ReplaceOne({"_id": id_}, marker, upsert=True))
 
     def delete(self, id_: str) -> None:
         self.maps.append(DeleteOne({"_id": id_}))

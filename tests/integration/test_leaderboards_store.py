@@ -18,6 +18,7 @@ from functools import partial
 import eventlet
 import pytest
 from pymongo import MongoClient
+from pymongo.errors import BulkWriteError
 
 from contracts.api.leaderboards import LeaderboardQuery, PositionQuery
 from contracts.events import PointsAwarded, PointsChangeData
@@ -516,3 +517,21 @@ def test_reads_within_the_window_answer_from_memory_and_an_arrival_is_seen_at_on
     assert [e.agent_id for e in arrived.below] == ["fw-a", "fw-b"]
     # past the window, the page is read again
     assert shown(page(fresh_for=1e-9)) == [("fw-c", 50), ("fw-a", 30), ("fw-b", 25)]
+
+
+def test_a_map_known_absent_is_inserted_as_a_put_would_store_it(make_database):
+    db = make_database().db
+    put_map(db, BOARD, 0, {5: 2})
+    writes = store.MapWrites()
+    writes.put(BOARD, 1, {7: 1, 9: 3}, absent=True)
+    writes.apply(db)
+    assert stored_maps(db) == {counts_id(BOARD, 0): {5: 2}, counts_id(BOARD, 1): {7: 1, 9: 3}}
+    shapes = {frozenset(d) for d in db.score_counts.find()}
+    assert len(shapes) == 1  # the same fields, inserted or upserted
+
+    # a map said absent that is there is an error, never a silent overwrite
+    wrong = store.MapWrites()
+    wrong.put(BOARD, 0, {1: 1}, absent=True)
+    with pytest.raises(BulkWriteError):
+        wrong.apply(db)
+    assert stored_maps(db)[counts_id(BOARD, 0)] == {5: 2}
