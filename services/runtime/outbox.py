@@ -200,11 +200,14 @@ class OutboxRelay(Extension):
         events); returns how many were published."""
         pending = []
         events = 0
-        for doc in self.db[OUTBOX].find({"sent_at": None}).sort("_id", 1):
-            pending.append(doc)
-            events += len(events_of(doc))
-            if events >= self.settings.outbox_batch_size:
-                break
+        # Closed on leaving the block, even when the loop stops early: the server keeps an
+        # open cursor (and its place in the collection) until told or until it times out.
+        with self.db[OUTBOX].find({"sent_at": None}).sort("_id", 1) as cursor:
+            for doc in cursor:
+                pending.append(doc)
+                events += len(events_of(doc))
+                if events >= self.settings.outbox_batch_size:
+                    break
         if not pending:
             return 0
         messages = [
