@@ -239,12 +239,12 @@ class MapWrites:
         token = new_write_token()
         stored = {"board": board, "lane": lane, "counts": pack(counts), WRITE_TOKEN: token}
         marker = {"board": board, "lane": lane, WRITE_TOKEN: token}
-        if absent:
-            self.maps.append(InsertOne({"_id": id_, **stored}))
-            self.tokens.append(InsertOne({"_id": id_, **marker}))
-        else:
-            self.maps.append(ReplaceOne({"_id": id_}, stored, upsert=True))
-            self.tokens.append(ReplaceOne({"_id": id_}, marker, upsert=True))
+        for writes, doc in ((self.maps, stored), (self.tokens, marker)):
+            writes.append(
+                InsertOne({"_id": id_, **doc})
+                if absent
+                else ReplaceOne({"_id": id_}, doc, upsert=True)
+            )
 
     def delete(self, id_: str) -> None:
         self.maps.append(DeleteOne({"_id": id_}))
