@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 #: A batch that takes this long is logged (its size and time), at INFO.
 SLOW_BATCH_SECONDS = 1.0
+#: The lag gauges are refreshed at most this often: an idle consumer polls every
+#: `consumer_fetch_max_wait_ms`, and refreshing on every poll was a tenth of its CPU.
+LAG_REPORT_SECONDS = 1.0
 #: Handler errors that mean "the database cannot be reached": retried without limit.
 DATABASE_UNREACHABLE = (ConnectionFailure,)
 
@@ -128,6 +131,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
         self._thread: Any = None
         self.assigned = False
         self._reported_lag: set[TopicPartition] = set()
+        self._lag_reported_at = 0.0
 
     def start(self) -> None:
         if not self._providers_registered:
@@ -184,7 +188,8 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                             pool.spawn(self._handle_records, [(p, batch[p]) for p in group])
                         pool.waitall()
                     self._commit()
-                self._report_lag()
+                if batch or time.monotonic() - self._lag_reported_at >= LAG_REPORT_SECONDS:
+                    self._report_lag()
         finally:
             if self._consumer is not None:
                 self._commit()
@@ -248,6 +253,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
 
     def _report_lag(self) -> None:
         assert self._consumer is not None
+        self._lag_reported_at = time.monotonic()
         lag_gauge = self.metrics.families.consumer_lag
         assignment = self._consumer.assignment()
         # Partitions another member took over are not ours to report any more.
