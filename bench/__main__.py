@@ -5,6 +5,7 @@
 3. pipeline throughput and correctness;
 4. end-to-end latency at half the measured throughput;
 5. reads through the gateway with the board bulk-loaded to `api_agents` agents;
+6. the stack's CPU while it has nothing to do;
 then the table is printed and `.bench/report.json` written. BENCH_QUICK=1: about a minute.
 """
 
@@ -152,11 +153,26 @@ def run(config: BenchConfig) -> dict[str, Any]:
         reads.load_docs, reads.load_check = loaded["documents"], check
         report["api"] = reads.summary(config.api_clients)
 
+        say(f"idle: the stack's CPU for {config.idle_seconds:.0f}s with nothing to do")
+        report.update(_idle(stack, config.idle_seconds))
+
         memory = stack.memory()
         report["rss_mb"] = {name: round(m.get("peak", 0.0), 1) for name, m in memory.items()}
         report["rss_mb_now"] = {name: round(m.get("now", 0.0), 1) for name, m in memory.items()}
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def _idle(stack: Stack, seconds: float) -> dict[str, Any]:
+    """What the stack costs with no traffic: consumers polling, relays, leases, sweeps.
+    It is taken from the machine's cores during every other measurement."""
+    before = stack.cpu()
+    time.sleep(seconds)  # the measurement window itself: nothing to wait for
+    spent = cpu_spent(before, stack.cpu())
+    return {
+        "idle_cpu_cores": round(sum(spent.values()) / seconds, 2),
+        "idle": {"seconds": seconds, "cpu_seconds": spent},
+    }
 
 
 def _cpus() -> int:

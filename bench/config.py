@@ -32,6 +32,8 @@ class BenchConfig:
     api_seconds: float
     api_clients: int
     profile_agents: int  # agents registered in the roster, whose profiles are read
+    # idle
+    idle_seconds: float  # the stack's CPU with nothing to do, measured at the end
     #: run py-spy on the services and the database during one phase: BENCH_PROFILE=1 (or
     #: `pipeline`) during the pipeline, BENCH_PROFILE=reads during the reads
     profile: str = ""
@@ -53,6 +55,7 @@ FULL = BenchConfig(
     api_seconds=20.0,
     api_clients=8,
     profile_agents=200,
+    idle_seconds=10.0,
 )
 
 QUICK = replace(
@@ -68,6 +71,7 @@ QUICK = replace(
     api_agents=10_000,
     api_seconds=6.0,
     profile_agents=50,
+    idle_seconds=5.0,
 )
 
 

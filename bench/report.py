@@ -24,6 +24,7 @@ ROWS: tuple[tuple[str, str, str | None, str], ...] = (
     ("api.rank_p99_ms", "agent rank p99", "< 50", "ms"),
     ("api.profile_p99_ms", "profile p99", "< 150", "ms"),
     ("api.requests_per_s", "gateway requests/s (8 clients)", None, "req/s"),
+    ("idle_cpu_cores", "idle CPU, the whole stack", None, "cores"),
 )
 
 
