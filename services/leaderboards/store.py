@@ -332,8 +332,9 @@ _ROW_FIELDS = {"_id": 0, "agent_id": 1, "score": 1, "reached_at": 1}
 _PLACED_FIELDS = {**_ROW_FIELDS, "board": 1, "lane": 1}
 
 
-#: Ties up to this size are read whole, with the neighbours, to rank within them (one
-#: query); larger ones are counted by the index (two queries, then one for the neighbours).
+#: When neighbours are asked, ties up to this size are read whole to rank within them (one
+#: query); larger ones, and every rank asked alone, are counted by the index (two queries,
+#: then one for the neighbours if asked).
 TIE_READ_WHOLE = 100
 
 
@@ -420,11 +421,21 @@ class BoardReader:
         and up to k entries just ahead of it and k just behind it, in board order.
 
         The histogram gives the size of the tie. Alone on its score with no neighbours
-        asked, the row needs no query. A tie of up to TIE_READ_WHOLE is read whole with k
-        positions on each side, as ONE band of the `rank` index: the rank within the tie and
-        the neighbours both come from it. A larger tie is counted as two plain ranges of the
-        index (every server answers a range from the index, not every one plans an `$or`
-        over it), then the positions around the rank are read as one band.
+        asked, the row needs no query. With neighbours asked, a tie of up to TIE_READ_WHOLE
+        is read whole, as the band of its one score in the `rank` index: the rank within
+        the tie and the neighbours inside it come from it. Only when the k positions on a
+        side reach past the tie are those read too, from the next scores. (Reading the tie
+        and both neighbouring scores as one band read three ties where one is needed: at
+        100,000 agents, about 150 entries for every rank; a server that sorts every match
+        of a range before its limit reads them all.) Without neighbours, or for a larger
+        tie, the tied entries ahead are counted as two plain ranges of the index (every
+        server answers a range from the index, not every one plans an `$or` over it): they
+        are about half the tie, and no entry is sent back. Then the positions around the
+        rank, if asked, are read as one band.
+
+        Measured on the local database, 100,000 agents, ties of about 50: 12.1 ms for a
+        rank with two neighbours read as three ties, 5.6 to 7.0 as one; 7.0 ms for a rank alone
+        read from its whole tie, 2.1 counted.
 
         The rows are split by their order against `row`, so the row never appears among its
         own neighbours, nor one behind it among those ahead, even when a change landed
@@ -434,10 +445,17 @@ class BoardReader:
         tied = histogram.get(row.score, 0)
         if tied <= 1 and k == 0:
             return 1 + above, [], []
-        if tied <= TIE_READ_WHOLE:
-            rows = self.positions(board, max(above + 1 - k, 1), above + max(tied, 1) + k, histogram)
+        if k and tied <= TIE_READ_WHOLE:
+            tie_ends = above + max(tied, 1)
+            rows = self.positions(board, above + 1, tie_ends, histogram)
             ahead = [other for other in rows if other.order < row.order]
             rank = 1 + above + sum(1 for other in ahead if other.score == row.score)
+            if k and rank - k <= above:
+                # Read first: a higher score comes before the tie in board order.
+                rows = self.positions(board, max(rank - k, 1), above, histogram) + rows
+            if k and rank + k > tie_ends:
+                rows = rows + self.positions(board, tie_ends + 1, rank + k, histogram)
+            ahead = [other for other in rows if other.order < row.order]
         else:
             same = {"board": board, "score": row.score}
             tied_ahead = self._count({**same, "reached_at": {"$lt": row.reached_at}})
