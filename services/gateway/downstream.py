@@ -139,12 +139,7 @@ class Downstream:
         except urllib3.exceptions.NewConnectionError as error:  # refused: a timeout's subclass
             self._unreachable(service, method, path, error)
         except urllib3.exceptions.TimeoutError:
-            self._observe(service, "timeout", None)
-            log.warning("%s %s: %s timed out", method, path, service)
-            raise Unavailable(
-                f"the {service} service did not answer in time; retry shortly",
-                details={"service": service},
-            ) from None
+            self._timed_out(service, method, path)
         except urllib3.exceptions.HTTPError as error:
             self._unreachable(service, method, path, error)
         elapsed = time.monotonic() - started
@@ -167,6 +162,14 @@ class Downstream:
             )
         content_type = response.headers.get("Content-Type", JSON_TYPE)
         return Reply(status, response.data, content_type)
+
+    def _timed_out(self, service: str, method: str, path: str) -> NoReturn:
+        self._observe(service, "timeout", None)
+        log.warning("%s %s: %s timed out", method, path, service)
+        raise Unavailable(
+            f"the {service} service did not answer in time; retry shortly",
+            details={"service": service},
+        ) from None
 
     def _unreachable(self, service: str, method: str, path: str, error: Exception) -> NoReturn:
         self._observe(service, "unreachable", None)
