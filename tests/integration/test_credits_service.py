@@ -137,6 +137,10 @@ def test_grants_revocations_history_and_the_team_view_over_http(url, bus):
     bus.publish(registered(teammate, now - 30 * DAY, team=team))
     bus.publish(completed(teammate, "c-old", now - YEAR + 10 * DAY, "technology", 2, team=team))
     wait_until(lambda: view_of(url, agent), message="agent registered")
+    # The teammate's events travel in another partition: wait for them too.
+    wait_until(
+        lambda: (v := view_of(url, teammate)) and v["total"] == 2, message="teammate's completion"
+    )
     headers = {"X-Caller-Sub": "admin-7", "X-Caller-Role": "admin"}
     grant = {
         "credit_hours": 12,
