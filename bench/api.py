@@ -195,7 +195,7 @@ def write_board_documents(
         merged = {s: held.get(s, 0) + by_score.get(s, 0) for s in held.keys() | by_score}
         writes.put(board, lane, merged, absent=id_ not in existing)
     writes.apply(db)
-    return written + 2 * len(writes)
+    return written + len(writes)
 
 
 def _insert(collection: Any, documents: Any) -> int:

@@ -43,9 +43,10 @@ from services.leaderboards.store import (
     APPLIED,
     CLOSES,
     ENTRIES,
-    MAP_TOKENS,
+    LEGACY_MAP_TOKENS,
     PERIODS,
     SCORE_COUNTS,
+    WRITE_TOKEN,
     BoardReader,
     MapWrites,
     Row,
@@ -513,10 +514,10 @@ def upgrade_storage(database: ServiceDatabase) -> int:
     - Per-board totals (`boards`, before count maps) give way to count maps recounted from
       the entries (entries without a lane count in lane 0).
     - Count maps stored as documents of {"<score>": agents} fields are packed
-      (count_maps.py), and every map gets its token document (store.CountMapToken).
-      Instances of the earlier release must be stopped first: they would add to a packed
-      map by field.
-    - The entries' index by agent is dropped (store.BoardEntry says why).
+      (count_maps.py), and a map without a write token gets one. Instances of the earlier
+      release must be stopped first: they would add to a packed map by field.
+    - The tokens' own documents are dropped (store.LEGACY_MAP_TOKENS says why), and the
+      entries' index by agent (store.BoardEntry says why).
     """
     entries = database.db[ENTRIES]
     for name in LEGACY_ENTRY_INDEXES:
@@ -527,30 +528,23 @@ def upgrade_storage(database: ServiceDatabase) -> int:
         upgraded += _recount_boards(database, BoardReader(database.db).all_entries())
         database.db.drop_collection(LEGACY_BOARD_TOTALS)
     upgraded += _repack_maps(database)
+    database.db.drop_collection(LEGACY_MAP_TOKENS)  # nothing when already gone
     if upgraded:
         log.info("leaderboards storage upgraded: %d boards recounted or maps packed", upgraded)
     return upgraded
 
 
 def _repack_maps(database: ServiceDatabase) -> int:
-    """Count maps stored as {"<score>": agents} fields, or without a token document, are
-    written again (packed, with their token document); token documents of maps that are
-    gone are removed. Returns how many maps were rewritten.
+    """Count maps stored as {"<score>": agents} fields, or without a write token, are
+    written again (packed, with a token). Returns how many maps were rewritten.
 
-    Runs on every start: it reads ids, and whole maps only where one needs rewriting."""
+    Runs on every start: one query, which sends back only the maps to rewrite."""
     db = database.db
-    maps = db[SCORE_COUNTS]
-    tokens = {doc["_id"] for doc in db[MAP_TOKENS].find({}, {"_id": 1})}
-    stored = {doc["_id"] for doc in maps.find({}, {"_id": 1})}
-    rewrite = {doc["_id"]: doc for doc in maps.find({"counts": {"$not": {"$type": "binData"}}})}
-    rewrite.update(find_by_ids(maps, stored - tokens - rewrite.keys()))
+    outdated = {"$or": [{"counts": {"$not": {"$type": "binData"}}}, {WRITE_TOKEN: None}]}
     writes = MapWrites()
-    for doc in rewrite.values():
+    for doc in db[SCORE_COUNTS].find(outdated):
         writes.put(doc["board"], doc["lane"], unpack(doc.get("counts")))
     writes.apply(db)
-    orphans = sorted(tokens - stored)
-    if orphans:
-        db[MAP_TOKENS].delete_many({"_id": {"$in": orphans}})
     return len(writes)
 
 
@@ -581,11 +575,8 @@ def _recount_board(uow: UnitOfWork, board: str) -> None:
     query = {"board": board, "score": {"$gt": 0}}
     for doc in uow.collection(ENTRIES).find(query, {"score": 1, "lane": 1}, session=s):
         counts[lane_of(doc)][doc["score"]] += 1
-    stale = {
-        doc["_id"]
-        for name in (SCORE_COUNTS, MAP_TOKENS)  # a token left by a lost map goes too
-        for doc in uow.collection(name).find({"board": board}, {"_id": 1}, session=s)
-    }
+    maps = uow.collection(SCORE_COUNTS)
+    stale = {doc["_id"] for doc in maps.find({"board": board}, {"_id": 1}, session=s)}
     writes = MapWrites()
     for lane, by_score in counts.items():
         writes.put(board, lane, by_score)

@@ -63,7 +63,6 @@ PLACEMENT_FIELDS = frozenset({"lane"})
 #: Collections of shards (the leaderboards' count maps): compared as the values they add up to.
 SHARDED: dict[str, Callable[[Iterable[dict[str, Any]]], list[dict[str, Any]]]] = {
     "score_counts": merged_by_board,
-    "count_map_tokens": lambda docs: [{"board": b} for b in sorted({d["board"] for d in docs})],
 }
 #: Fields an earlier release stored that this one no longer writes, by collection: a live
 #: database keeps them on each document until it is written again.

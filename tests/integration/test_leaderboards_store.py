@@ -412,25 +412,26 @@ def test_count_maps_stored_as_fields_are_packed_on_start(make_database):
     apply(db, [award(f"pk-{i}", 5 + i % 3, t + timedelta(minutes=i)) for i in range(9)])
     want = count_maps(db)
     # What the earlier release stored: {"<score>": agents} fields, zero counts possible,
-    # and no token documents.
-    db.db.count_map_tokens.delete_many({})
+    # and no tokens.
     for id_, counts in want.items():
         fields = {str(score): n for score, n in counts.items()} | {"1234": 0}
-        db.db.score_counts.update_one({"_id": id_}, {"$set": {"counts": fields}})
+        db.db.score_counts.update_one(
+            {"_id": id_}, {"$set": {"counts": fields}, "$unset": {"write_token": ""}}
+        )
     assert total(BoardReader(db.db).histogram(BOARD)) == 9  # read as before the upgrade
 
     assert handlers.upgrade_storage(db) == len(want)
     assert all(is_packed(d["counts"]) for d in db.db.score_counts.find())
     assert count_maps(db) == want == counted_from_entries(db)
     assert handlers.upgrade_storage(db) == 0  # once only
-    # a packed map whose token document went missing gets one; a stray token goes
+    # a packed map without a token gets one; the tokens' documents of the release before
+    # (written beside the maps) are dropped
     some = sorted(want)[0]
-    db.db.count_map_tokens.delete_one({"_id": some})
-    db.db.count_map_tokens.insert_one(
-        {"_id": "gone#0", "board": "gone", "lane": 0, "write_token": "x"}
-    )
+    db.db.score_counts.update_one({"_id": some}, {"$unset": {"write_token": ""}})
+    db.db.count_map_tokens.insert_one({"_id": some, "board": BOARD, "lane": 0, "write_token": "x"})
     assert handlers.upgrade_storage(db) == 1
-    assert count_maps(db) == want  # checks every map has its token, and no stray one
+    assert count_maps(db) == want  # checks every map has its token
+    assert "count_map_tokens" not in db.db.list_collection_names()
     apply(db, [award("pk-0", 100, t + timedelta(hours=1))])
     assert count_maps(db) == counted_from_entries(db)
 
