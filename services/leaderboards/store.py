@@ -142,9 +142,9 @@ ENTRIES = "board_entries"
 SCORE_COUNTS = "score_counts"
 #: Where an earlier release also kept each map's token, in a document of its own: a second
 #: write of every map, to spare readers whole maps when they check tokens. Dropped on start:
-#: a reader checks a board's tokens at most every `fresh_for` seconds, so it is a few maps
-#: read twice a second, against a second upsert with every map written, on the hottest path
-#: (about 8% of the database's time in the pipeline, measured).
+#: a reader checks a board's tokens at most every `fresh_for` seconds, and reading them from
+#: the maps took 1.2 ms on the local database at 100,000 agents (six maps, 190 KB of
+#: counts), against a second upsert with every map written on the pipeline's hottest path.
 LEGACY_MAP_TOKENS = "count_map_tokens"
 PERIODS = "periods"
 CLOSES = "period_closes"

@@ -12,14 +12,14 @@ import pytest
 import requests
 from pymongo import MongoClient
 
-from contracts.events import TicketResolved, TicketResolvedData
+from contracts.events import TicketResolved
 from contracts.topics import ALL_TOPICS
-from contracts.vocabulary import AgentSnapshot
 from deploy.local.topics import ensure_topics
 from services.gateway.auth import mint
 from services.gateway.service import GatewayService
 from services.points.service import PointsService
 from tests.faults.stack import Producer, database_name, group_lag
+from tests.support.events import snapshot, ticket_resolved
 from tests.support.harness import base_url, running, service_config, unique_prefix, wait_until
 
 pytestmark = pytest.mark.integration
@@ -29,13 +29,8 @@ POISON = "agent-poison"
 
 
 def _ticket(agent_id: str, ticket_id: str) -> TicketResolved:
-    agent = AgentSnapshot(agent_id=agent_id, team_id="t-1", tier="foundation")
-    return TicketResolved.create(
-        source="skillquest/progress",
-        subject=agent_id,
-        time=datetime.now(UTC) - timedelta(minutes=1),
-        data=TicketResolvedData(agent=agent, ticket_id=ticket_id, qa_score=95, csat=5),
-    )
+    agent = snapshot(agent_id, team_id="t-1")
+    return ticket_resolved(agent, datetime.now(UTC) - timedelta(minutes=1), ticket_id)
 
 
 def _token(role: str) -> dict[str, str]:

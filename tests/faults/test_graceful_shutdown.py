@@ -15,11 +15,11 @@ import requests
 from kafka import KafkaAdminClient
 from pymongo import MongoClient
 
-from contracts.events import TicketResolved, TicketResolvedData
+from contracts.events import TicketResolved
 from contracts.topics import ALL_TOPICS, WORK_TICKETS
-from contracts.vocabulary import AgentSnapshot
 from deploy.local.topics import ensure_topics
 from tests.faults.stack import Deployment, Producer, ServiceProcess, database_name
+from tests.support.events import snapshot, ticket_resolved
 from tests.support.harness import unique_prefix, wait_until
 
 pytestmark = pytest.mark.integration
@@ -29,18 +29,10 @@ EVENTS = 400
 
 def _tickets(count: int) -> list[TicketResolved]:
     at = datetime.now(UTC) - timedelta(minutes=5)
-    events = []
-    for number in range(count):
-        agent = AgentSnapshot(agent_id=f"agent-{number % 40:03d}", team_id="t-1", tier="foundation")
-        events.append(
-            TicketResolved.create(
-                source="skillquest/progress",
-                subject=agent.agent_id,
-                time=at,
-                data=TicketResolvedData(agent=agent, ticket_id=f"tk-{number}", qa_score=90, csat=5),
-            )
-        )
-    return events
+    return [
+        ticket_resolved(snapshot(f"agent-{n % 40:03d}", "t-1"), at, f"tk-{n}", qa_score=90)
+        for n in range(count)
+    ]
 
 
 def _handled(client: MongoClient, prefix: str) -> set[str]:

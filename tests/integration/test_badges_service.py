@@ -22,9 +22,7 @@ from pymongo import MongoClient
 from contracts.envelope import CloudEvent
 from contracts.events import (
     AssessmentGraded,
-    AssessmentGradedData,
     CourseCompleted,
-    CourseCompletedData,
     CourseData,
     CoursePublished,
     CourseUpdated,
@@ -32,12 +30,9 @@ from contracts.events import (
     CreditsRequirementMetData,
     LeaderboardPeriodClosed,
     ModuleCompleted,
-    ModuleCompletedData,
     ModuleData,
     PeriodClosedData,
     StandingData,
-    TicketResolved,
-    TicketResolvedData,
 )
 from contracts.topics import GAMIFICATION_BADGES
 from contracts.vocabulary import AgentSnapshot
@@ -50,6 +45,13 @@ from services.runtime.mongo import ServiceDatabase
 from services.runtime.outbox import outbox_events
 from services.runtime.settings import settings_from_config
 from tests.support.databases import fresh_service_database
+from tests.support.events import (
+    assessment_graded,
+    course_completed,
+    module_completed,
+    snapshot,
+    ticket_resolved,
+)
 from tests.support.harness import (
     EventBus,
     base_url,
@@ -104,41 +106,19 @@ def bus(stack):
 
 
 def snap(agent: str, tier: str = "foundation") -> AgentSnapshot:
-    return AgentSnapshot(agent_id=agent, team_id="team-9", tier=tier)
+    return snapshot(agent, "team-9", tier)
 
 
 def module_done(agent: str, at: datetime) -> ModuleCompleted:
-    data = ModuleCompletedData(
-        agent=snap(agent), course_id="c0", module_id="m1", module_kind="lesson"
-    )
-    return ModuleCompleted.create(source="t", subject=agent, time=at, data=data)
+    return module_completed(snap(agent), at, module_id="m1", course_id="c0")
 
 
 def course_done(agent: str, course: str, at: datetime, tags=()) -> CourseCompleted:
-    data = CourseCompletedData(
-        agent=snap(agent),
-        course_id=course,
-        course_tier="foundation",
-        dimension="communication",
-        credit_hours=2,
-        tags=list(tags),
-        mean_best_score=90.0,
-    )
-    return CourseCompleted.create(source="t", subject=agent, time=at, data=data)
+    return course_completed(snap(agent), at, course_id=course, tags=tags)
 
 
 def perfect(agent: str, at: datetime) -> AssessmentGraded:
-    data = AssessmentGradedData(
-        agent=snap(agent),
-        course_id="c0",
-        module_id="q1",
-        module_kind="quiz",
-        score=100,
-        pass_score=80,
-        passed=True,
-        attempt=1,
-    )
-    return AssessmentGraded.create(source="t", subject=agent, time=at, data=data)
+    return assessment_graded(snap(agent), at, 100, 1, course_id="c0", module_id="q1")
 
 
 def course(course_id: str, revision: int, published: bool, tags: list[str], kind=CoursePublished):
@@ -268,15 +248,7 @@ def test_period_close_and_credits_award_with_the_latest_known_snapshot(config, b
 
     # The other agent had no snapshot yet: awarded as soon as one of its events arrives.
     assert ("weekly-top-10", None) not in held(config, unseen)
-    ticket = TicketResolved.create(
-        source="t",
-        subject=unseen,
-        time=WEEK_45_END + timedelta(days=1),
-        data=TicketResolvedData(
-            agent=snap(unseen, "advanced"), ticket_id="T1", qa_score=95, csat=5
-        ),
-    )
-    bus.publish(ticket)
+    bus.publish(ticket_resolved(snap(unseen, "advanced"), WEEK_45_END + timedelta(days=1), "T1"))
     wait_until(lambda: ("weekly-top-10", None) in held(config, unseen), message="late award")
     event = next(
         e for e in awards_on_topic(bus, unseen) if e["data"]["badge_id"] == "weekly-top-10"

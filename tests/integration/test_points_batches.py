@@ -21,7 +21,8 @@ from services.points.service import AWARDS_CONSUMER
 from services.points.store import ACCOUNTS, DAILY_CAPS, DOCUMENTS, LEDGER, cap_id
 from services.runtime.mongo import ServiceDatabase
 from services.runtime.outbox import outbox_events
-from tests.integration.points_events import (
+from tests.support.databases import fresh_service_database
+from tests.support.events import (
     agent_registered,
     assessment_graded,
     badge_awarded,
@@ -30,7 +31,6 @@ from tests.integration.points_events import (
     snapshot,
     ticket_resolved,
 )
-from tests.support.databases import fresh_service_database
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import pytest
 from contracts.topics import WORK_TICKETS
 from services.points.service import PointsService
 from services.runtime.kafka import KafkaConsumerExtension
-from tests.integration.points_events import (
-    PointsClient,
+from tests.integration.points_events import PointsClient
+from tests.support.events import (
     module_completed,
     snapshot,
     ticket_resolved,

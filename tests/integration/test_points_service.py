@@ -13,14 +13,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.points.service import PointsService
-from tests.integration.points_events import (
-    PointsClient,
+from tests.integration.points_events import PointsClient, published_points_events
+from tests.support.events import (
     agent_registered,
     assessment_graded,
     badge_awarded,
     course_completed,
     module_completed,
-    published_points_events,
     snapshot,
     ticket_resolved,
 )
