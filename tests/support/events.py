@@ -30,14 +30,18 @@ def snapshot(agent_id: str, team_id: str = "team-1", tier: str = "foundation") -
 
 
 def module_completed(
-    agent: AgentSnapshot, at: datetime, module_id: str = "m-1", course_id: str = "c-1"
+    agent: AgentSnapshot,
+    at: datetime,
+    module_id: str = "m-1",
+    course_id: str = "c-1",
+    module_kind: str = "lesson",
 ) -> ModuleCompleted:
     return ModuleCompleted.create(
         source=PROGRESS,
         subject=agent.agent_id,
         time=at,
         data=ModuleCompletedData(
-            agent=agent, course_id=course_id, module_id=module_id, module_kind="lesson"
+            agent=agent, course_id=course_id, module_id=module_id, module_kind=module_kind
         ),
     )
 
@@ -49,7 +53,9 @@ def assessment_graded(
     attempt: int,
     course_id: str = "c-1",
     module_id: str = "q-1",
+    passed: bool | None = None,
 ) -> AssessmentGraded:
+    """`passed` as the score says against the pass score of 80, unless given."""
     return AssessmentGraded.create(
         source=PROGRESS,
         subject=agent.agent_id,
@@ -61,7 +67,7 @@ def assessment_graded(
             module_kind="quiz",
             score=score,
             pass_score=80,
-            passed=score >= 80,
+            passed=score >= 80 if passed is None else passed,
             attempt=attempt,
         ),
     )
@@ -73,6 +79,7 @@ def course_completed(
     course_tier: str = "foundation",
     course_id: str = "c-1",
     tags: Iterable[str] = (),
+    mean_best_score: float | None = 90.0,
 ) -> CourseCompleted:
     return CourseCompleted.create(
         source=PROGRESS,
@@ -85,7 +92,7 @@ def course_completed(
             dimension="communication",
             credit_hours=2,
             tags=list(tags),
-            mean_best_score=90.0,
+            mean_best_score=mean_best_score,
         ),
     )
 
@@ -107,14 +114,18 @@ def ticket(agent_id: str, ticket_id: str, qa_score: int = 95, csat: int = 4) -> 
 
 
 def badge_awarded(
-    agent: AgentSnapshot, at: datetime, bonus: int, badge_id: str = "first-steps"
+    agent: AgentSnapshot,
+    at: datetime,
+    bonus: int,
+    badge_id: str = "first-steps",
+    level: str | None = None,
 ) -> BadgeAwarded:
     return BadgeAwarded.create(
         source="skillquest/badges",
         subject=agent.agent_id,
         time=at,
         data=BadgeAwardedData(
-            agent=agent, badge_id=badge_id, level=None, bonus_points=bonus, evidence=["e-1"]
+            agent=agent, badge_id=badge_id, level=level, bonus_points=bonus, evidence=["e-1"]
         ),
     )
 

@@ -11,17 +11,11 @@ import pytest
 from contracts.api.points import RULE_IDS, RuleDefinition
 from contracts.events import (
     AssessmentGraded,
-    AssessmentGradedData,
     BadgeAwarded,
-    BadgeAwardedData,
     CourseCompleted,
-    CourseCompletedData,
     ModuleCompleted,
-    ModuleCompletedData,
     TicketResolved,
-    TicketResolvedData,
 )
-from contracts.vocabulary import AgentSnapshot
 from services.points.rules import (
     DEFAULT_RULES_FILE,
     Rule,
@@ -37,9 +31,17 @@ from services.points.rules import (
     propose,
     rule_for,
 )
+from tests.support.events import (
+    assessment_graded,
+    badge_awarded,
+    course_completed,
+    module_completed,
+    snapshot,
+    ticket_resolved,
+)
 
 T = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
-AGENT = AgentSnapshot(agent_id="a-1", team_id="team-1", tier="advanced")
+AGENT = snapshot("a-1", tier="advanced")
 TABLE = load_rule_table(DEFAULT_RULES_FILE)
 
 
@@ -49,69 +51,23 @@ def rule(rule_id: str, version: int = 1, **changes) -> Rule:
 
 
 def module(kind: str = "lesson") -> ModuleCompleted:
-    return ModuleCompleted.create(
-        source="t",
-        subject="a-1",
-        time=T,
-        data=ModuleCompletedData(
-            agent=AGENT, course_id="c-1", module_id="m-1", module_kind=kind, score=None
-        ),
-    )
+    return module_completed(AGENT, T, module_kind=kind)
 
 
 def graded(score: int, attempt: int = 1, passed: bool | None = None) -> AssessmentGraded:
-    return AssessmentGraded.create(
-        source="t",
-        subject="a-1",
-        time=T,
-        data=AssessmentGradedData(
-            agent=AGENT,
-            course_id="c-1",
-            module_id="q-1",
-            module_kind="quiz",
-            score=score,
-            pass_score=80,
-            passed=score >= 80 if passed is None else passed,
-            attempt=attempt,
-        ),
-    )
+    return assessment_graded(AGENT, T, score, attempt, passed=passed)
 
 
 def course(tier: str) -> CourseCompleted:
-    return CourseCompleted.create(
-        source="t",
-        subject="a-1",
-        time=T,
-        data=CourseCompletedData(
-            agent=AGENT,
-            course_id="c-1",
-            course_tier=tier,
-            dimension="communication",
-            credit_hours=2,
-            tags=[],
-            mean_best_score=None,
-        ),
-    )
+    return course_completed(AGENT, T, tier, mean_best_score=None)
 
 
 def ticket(qa_score: int) -> TicketResolved:
-    return TicketResolved.create(
-        source="t",
-        subject="a-1",
-        time=T,
-        data=TicketResolvedData(agent=AGENT, ticket_id="T-1", qa_score=qa_score, csat=4),
-    )
+    return ticket_resolved(AGENT, T, "T-1", qa_score, csat=4)
 
 
 def badge(bonus: int, level: str | None = "gold") -> BadgeAwarded:
-    return BadgeAwarded.create(
-        source="t",
-        subject="a-1",
-        time=T,
-        data=BadgeAwardedData(
-            agent=AGENT, badge_id="course-finisher", level=level, bonus_points=bonus, evidence=[]
-        ),
-    )
+    return badge_awarded(AGENT, T, bonus, "course-finisher", level=level)
 
 
 def points(event, r: Rule | None = None) -> int | None:
