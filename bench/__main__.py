@@ -151,6 +151,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
         reads.agents_on_board = on_board + to_load
         reads.loaded_agents, reads.load_seconds = to_load, load_seconds
         reads.load_docs, reads.load_check = loaded["documents"], check
+        reads.load_by_collection = loaded["by_collection"]
         report["api"] = reads.summary(config.api_clients)
 
         say(f"idle: the stack's CPU for {config.idle_seconds:.0f}s with nothing to do")

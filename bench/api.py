@@ -61,6 +61,7 @@ class ApiResult:
     loaded_agents: int = 0
     load_seconds: float = 0.0
     load_docs: int = 0
+    load_by_collection: dict[str, dict[str, float]] = field(default_factory=dict)
     load_check: dict[str, Any] = field(default_factory=dict)
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -87,6 +88,7 @@ class ApiResult:
                 "agents": self.loaded_agents,
                 "documents": self.load_docs,
                 "seconds": round(self.load_seconds, 1),
+                "by_collection": self.load_by_collection,
                 "check": self.load_check,
             },
             "cpu_seconds": self.cpu_seconds,
@@ -119,9 +121,9 @@ def bulk_load(stack: Stack, workload: Workload, count: int, seed: int) -> dict[s
     lanes = {c.agent_id: agent_lane(c.agent_id) for c in changes}
     client = stack.mongo()
     db = client[stack.database_name("leaderboards")]
-    documents = 0
+    load = Load()
     try:
-        documents += _insert(
+        load.insert(
             db[APPLIED],
             (
                 {
@@ -139,7 +141,7 @@ def bulk_load(stack: Stack, workload: Workload, count: int, seed: int) -> dict[s
                 for c in changes
             ),
         )
-        documents += _insert(
+        load.insert(
             db[AGENTS],
             (
                 {
@@ -153,10 +155,14 @@ def bulk_load(stack: Stack, workload: Workload, count: int, seed: int) -> dict[s
                 for c in changes
             ),
         )
-        documents += write_board_documents(db, entries, lanes.__getitem__)
+        write_board_documents(db, entries, lanes.__getitem__, load)
     finally:
         client.close()
-    return {"documents": documents, "entries": len(entries)}
+    return {
+        "documents": load.documents,
+        "entries": len(entries),
+        "by_collection": load.by_collection,
+    }
 
 
 def agent_lane(agent_id: str, partitions: int = DEFAULT_PARTITIONS) -> int:
@@ -166,11 +172,15 @@ def agent_lane(agent_id: str, partitions: int = DEFAULT_PARTITIONS) -> int:
 
 
 def write_board_documents(
-    db: Any, entries: dict[tuple[str, str], Standing], lane_of: Callable[[str], int] = agent_lane
-) -> int:
+    db: Any,
+    entries: dict[tuple[str, str], Standing],
+    lane_of: Callable[[str], int] = agent_lane,
+    load: Load | None = None,
+) -> None:
     """The board entries and their boards' per-lane score count maps, as the consumer and
-    the rebuild store them (services/leaderboards/store.py); returns the documents written."""
-    written = _insert(
+    the rebuild store them (services/leaderboards/store.py)."""
+    load = load or Load()
+    load.insert(
         db[ENTRIES],
         (
             entry_document(board, agent, s.score, s.reached_at, lane_of(agent))
@@ -194,22 +204,38 @@ def write_board_documents(
         held = existing.get(id_, {})
         merged = {s: held.get(s, 0) + by_score.get(s, 0) for s in held.keys() | by_score}
         writes.put(board, lane, merged, absent=id_ not in existing)
+    started = time.monotonic()
     writes.apply(db)
-    return written + len(writes)
+    load.record(SCORE_COUNTS, len(writes), time.monotonic() - started)
 
 
-def _insert(collection: Any, documents: Any) -> int:
-    batch: list[dict[str, Any]] = []
-    written = 0
-    for document in documents:
-        batch.append(document)
-        if len(batch) == BATCH:
+@dataclass
+class Load:
+    """Documents written and seconds taken, per collection: which part of a load is slow."""
+
+    by_collection: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def documents(self) -> int:
+        return int(sum(c["documents"] for c in self.by_collection.values()))
+
+    def record(self, collection: str, documents: int, seconds: float) -> None:
+        self.by_collection[collection] = {"documents": documents, "seconds": round(seconds, 1)}
+
+    def insert(self, collection: Any, documents: Any) -> None:
+        """Inserts `documents` in batches of BATCH."""
+        started = time.monotonic()
+        batch: list[dict[str, Any]] = []
+        written = 0
+        for document in documents:
+            batch.append(document)
+            if len(batch) == BATCH:
+                collection.insert_many(batch, ordered=False)
+                written, batch = written + len(batch), []
+        if batch:
             collection.insert_many(batch, ordered=False)
-            written, batch = written + len(batch), []
-    if batch:
-        collection.insert_many(batch, ordered=False)
-        written += len(batch)
-    return written
+            written += len(batch)
+        self.record(collection.name, written, time.monotonic() - started)
 
 
 def agents_on_all_time_board(stack: Stack) -> int:
