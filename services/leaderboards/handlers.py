@@ -517,7 +517,9 @@ def upgrade_storage(database: ServiceDatabase) -> int:
       (count_maps.py), and a map without a write token gets one. Instances of the earlier
       release must be stopped first: they would add to a packed map by field.
     - The tokens' own documents are dropped (store.LEGACY_MAP_TOKENS says why), and the
-      entries' index by agent (store.BoardEntry says why).
+      entries' index by agent (store.BoardEntry says why). Until a rolling update has
+      replaced the earlier release's instances, those may answer a board's top pages as
+      they last read them: they check the token documents, which nothing writes any more.
     """
     entries = database.db[ENTRIES]
     for name in LEGACY_ENTRY_INDEXES:
