@@ -174,12 +174,11 @@ def agent_lane(agent_id: str, partitions: int = DEFAULT_PARTITIONS) -> int:
 def write_board_documents(
     db: Any,
     entries: dict[tuple[str, str], Standing],
-    lane_of: Callable[[str], int] = agent_lane,
-    load: Load | None = None,
+    lane_of: Callable[[str], int],
+    load: Load,
 ) -> None:
     """The board entries and their boards' per-lane score count maps, as the consumer and
-    the rebuild store them (services/leaderboards/store.py)."""
-    load = load or Load()
+    the rebuild store them (services/leaderboards/store.py), recorded in `load`."""
     load.insert(
         db[ENTRIES],
         (
