@@ -185,12 +185,12 @@ def handle_agent_events(
 ) -> list[Achievement]:
     """The events of a batch, with what `handle_agent_event` gives for each in turn.
 
-    Reads: the agents' states and awarded levels (one query each), their facts of the
-    badges the batch touches (one query per badge) and the catalogue when a tagged badge is
-    among them. Writes: facts, awards and agent states, one bulk write each. In between, the
-    events apply in order to those documents in memory as `handle_agent_event` applies each
-    to the database, so every award carries the snapshot, time and evidence it would have
-    had with the events handled one by one.
+    Reads: the agents' states and awarded levels, their facts of the badges the batch
+    touches (per badge), each in slices of agents (store.AGENTS_PER_QUERY), and the
+    catalogue when a tagged badge is among them. Writes: facts, awards and agent states,
+    one bulk write each. In between, the events apply in order to those documents in memory
+    as `handle_agent_event` applies each to the database, so every award carries the
+    snapshot, time and evidence it would have had with the events handled one by one.
     """
     arrived = [(event, snapshot_of(event), facts_by_agent(event, rules)) for event in events]
     book = _Book.load(uow, rules, arrived)

@@ -18,7 +18,12 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from services.badges.criteria import Achievement, Catalog, Fact
-from services.runtime.mongo import UnitOfWork
+from services.runtime.mongo import UnitOfWork, find_by_ids, find_in
+
+#: Agents per `$in` query on facts and awards (see `find_in`). Measured on the local
+#: database, 300 agents with 6 facts each: 575 ms in one query, 132 in queries of 50, 122
+#: in queries of 25, 118 in queries of 10; their awards (2 each): 145, 44, 46, 57 ms.
+AGENTS_PER_QUERY = 25
 
 
 class BadgeFact(me.Document):
@@ -158,17 +163,23 @@ def facts_of(
 def facts_of_pairs(
     uow: UnitOfWork, pairs: set[tuple[str, str]]
 ) -> dict[tuple[str, str], list[Fact]]:
-    """The facts of each (agent, badge) pair (every pair present, maybe empty), one query
-    per badge: exactly the pairs' facts, where one query for all the agents' facts of all
-    the badges would read about twice as many documents."""
+    """The facts of each (agent, badge) pair (every pair present, maybe empty), read per
+    badge: exactly the pairs' facts, where reading all the agents' facts of all the badges
+    would read about twice as many documents."""
     found: dict[tuple[str, str], list[Fact]] = {pair: [] for pair in pairs}
     agents_of: dict[str, set[str]] = defaultdict(set)
     for agent_id, badge_id in pairs:
         agents_of[badge_id].add(agent_id)
     facts = uow.collection(FACTS)
     for badge_id in sorted(agents_of):
-        query = {"badge_id": badge_id, "agent_id": {"$in": sorted(agents_of[badge_id])}}
-        for doc in facts.find(query, session=uow.session):
+        for doc in find_in(
+            facts,
+            "agent_id",
+            agents_of[badge_id],
+            AGENTS_PER_QUERY,
+            {"badge_id": badge_id},
+            session=uow.session,
+        ):
             found[(doc["agent_id"], badge_id)].append(_fact(doc))
     return found
 
@@ -220,15 +231,20 @@ def awarded_levels(
 def awarded_levels_of(
     uow: UnitOfWork, agent_ids: set[str]
 ) -> dict[str, dict[str, set[str | None]]]:
-    """`awarded_levels` of several agents in one query (every agent present, maybe empty)."""
+    """`awarded_levels` of several agents (every agent present, maybe empty)."""
     levels: dict[str, dict[str, set[str | None]]] = {
         agent_id: defaultdict(set) for agent_id in agent_ids
     }
-    if agent_ids:
-        query = {"agent_id": {"$in": sorted(agent_ids)}}
-        projection = {"agent_id": 1, "badge_id": 1, "level": 1}
-        for doc in uow.collection(AWARDS).find(query, projection, session=uow.session):
-            levels[doc["agent_id"]][doc["badge_id"]].add(doc.get("level"))
+    projection = {"agent_id": 1, "badge_id": 1, "level": 1}
+    for doc in find_in(
+        uow.collection(AWARDS),
+        "agent_id",
+        agent_ids,
+        AGENTS_PER_QUERY,
+        session=uow.session,
+        projection=projection,
+    ):
+        levels[doc["agent_id"]][doc["badge_id"]].add(doc.get("level"))
     return levels
 
 
@@ -308,11 +324,8 @@ def agent_state(uow: UnitOfWork, agent_id: str) -> dict[str, Any] | None:
 
 
 def agent_states(uow: UnitOfWork, agent_ids: set[str]) -> dict[str, dict[str, Any]]:
-    """The stored state of each of `agent_ids` that has one, in one query."""
-    if not agent_ids:
-        return {}
-    query = {"_id": {"$in": sorted(agent_ids)}}
-    return {doc["_id"]: doc for doc in uow.collection(AGENTS).find(query, session=uow.session)}
+    """The stored state of each of `agent_ids` that has one."""
+    return find_by_ids(uow.collection(AGENTS), agent_ids, uow.session)
 
 
 def save_agent_states(

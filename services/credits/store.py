@@ -29,7 +29,7 @@ from pymongo.collection import Collection
 from services.credits.bank import ACTIVE, EXPIRED, REVOKED, Lot
 from services.credits.readiness import Course
 from services.credits.roster import Observation, resolve
-from services.runtime.mongo import UnitOfWork, find_by_ids
+from services.runtime.mongo import UnitOfWork, find_by_ids, find_in
 
 
 class Reader(Protocol):
@@ -47,11 +47,6 @@ def _session(source: Reader) -> Any:
 #: but at most one milestone per tier.
 AGENTS_PER_LOTS_QUERY = 10
 AGENTS_PER_MILESTONES_QUERY = 25
-
-
-def _chunks(ids: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
 
 
 # --- documents --------------------------------------------------------------------------
@@ -262,12 +257,9 @@ def lots_of(source: Reader, agent_id: str) -> list[Lot]:
 
 def lots_of_agents(source: Reader, agent_ids: Iterable[str]) -> dict[str, list[Lot]]:
     found: dict[str, list[Lot]] = {agent_id: [] for agent_id in agent_ids}
-    for chunk in _chunks(sorted(found), AGENTS_PER_LOTS_QUERY):
-        cursor = source.collection(LOTS).find(
-            {"agent_id": {"$in": chunk}}, session=_session(source)
-        )
-        for doc in cursor:
-            found[doc["agent_id"]].append(lot_from(doc))
+    lots = source.collection(LOTS)
+    for doc in find_in(lots, "agent_id", found, AGENTS_PER_LOTS_QUERY, session=_session(source)):
+        found[doc["agent_id"]].append(lot_from(doc))
     return found
 
 
@@ -386,12 +378,11 @@ def milestones_of(source: Reader, agent_id: str) -> dict[str, datetime]:
 def milestones_of_agents(source: Reader, agent_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Agent id -> target tier -> when its requirement was first met, for each agent."""
     found: dict[str, dict[str, Any]] = {agent_id: {} for agent_id in agent_ids}
-    for chunk in _chunks(sorted(found), AGENTS_PER_MILESTONES_QUERY):
-        cursor = source.collection(MILESTONES).find(
-            {"agent_id": {"$in": chunk}}, session=_session(source)
-        )
-        for doc in cursor:
-            found[doc["agent_id"]][doc["target_tier"]] = doc["met_at"]
+    milestones = source.collection(MILESTONES)
+    for doc in find_in(
+        milestones, "agent_id", found, AGENTS_PER_MILESTONES_QUERY, session=_session(source)
+    ):
+        found[doc["agent_id"]][doc["target_tier"]] = doc["met_at"]
     return found
 
 

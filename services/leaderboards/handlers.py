@@ -110,9 +110,9 @@ def apply_points(
     touch_every: timedelta = timedelta(0),
 ) -> list[str]:
     """Logs a batch of point changes and adds them to their board entries, in one
-    transaction whose statements do not grow with the batch (each statement in a transaction
-    is what costs): the log, the entries, their count maps, the periods and the agents'
-    point teams are each read by id (`$in`, in slices of store.IN_SLICE) and written in bulk.
+    transaction of few statements (each statement in a transaction is what costs): the log,
+    the entries, their count maps, the periods and the agents' point teams are each read by
+    id (`find_by_ids`, IDS_PER_QUERY at a time) and written in bulk.
 
     Returns the ids of the events applied now; the rest were in the log already (a
     redelivery, a replay, or a restored database) and the boards include them.

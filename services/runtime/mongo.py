@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -50,6 +50,31 @@ PROCESSED_EVENTS = "processed_events"
 IDS_PER_QUERY = 50
 
 
+def find_in(
+    collection: Collection,
+    field: str,
+    values: Iterable[Any],
+    per_query: int,
+    query: dict[str, Any] | None = None,
+    *,
+    session: ClientSession | None = None,
+    projection: dict[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The documents matching `query` whose `field` is one of `values`, read `per_query`
+    values at a time (an `$in` of that many: see IDS_PER_QUERY for why not all at once).
+
+    In a transaction this matters beyond the query itself: while one statement runs, the
+    local server starts no statement of any other transaction. An `$in` of 300 agents on
+    the badges' facts (1,800 found) took 575 ms in one query and 122 ms in queries of 25,
+    and every consumer of the stack waited that long."""
+    wanted = sorted(set(values))
+    for start in range(0, len(wanted), per_query):
+        chunk = wanted[start : start + per_query]
+        yield from collection.find(
+            {**(query or {}), field: {"$in": chunk}}, projection, session=session
+        )
+
+
 def find_by_ids(
     collection: Collection,
     ids: Iterable[Any],
@@ -57,13 +82,8 @@ def find_by_ids(
     projection: dict[str, Any] | None = None,
 ) -> dict[Any, dict[str, Any]]:
     """The documents of `ids` that exist, by `_id`, read `IDS_PER_QUERY` ids at a time."""
-    wanted = sorted(set(ids))
-    found = {}
-    for start in range(0, len(wanted), IDS_PER_QUERY):
-        chunk = wanted[start : start + IDS_PER_QUERY]
-        for doc in collection.find({"_id": {"$in": chunk}}, projection, session=session):
-            found[doc["_id"]] = doc
-    return found
+    found = find_in(collection, "_id", ids, IDS_PER_QUERY, session=session, projection=projection)
+    return {doc["_id"]: doc for doc in found}
 
 
 #: Writes per statement of a large bulk write. A transaction's statement holds the local
