@@ -85,10 +85,10 @@ def ensure_outbox_indexes(db: Database) -> None:
     db[OUTBOX].create_index("sent_at", name="sent_ttl", expireAfterSeconds=7 * 24 * 3600)
     # An event id is written once, whatever unit of work tries again (derived ids). It
     # costs every outbox write an entry per event (a document of 300 events: insert 23.5 ms
-    # and mark sent 34.7 ms with it, 6.2 and 6.3 without, on the local database), but
-    # without it the local database stalled on the points consumer's handled-id inserts in
-    # every pipeline run that recorded statement times (five; 82 to 136 events/s, against
-    # 147 and 152 with it in runs taken in turns).
+    # and mark sent 34.7 ms with it, 6.2 and 6.3 without, on the local database). Runs
+    # without it once seemed to bring on the local database's stalls; later runs stalled
+    # the same way with it (handled-id inserts, up to 75 s of statement time, in five of
+    # twelve pipeline runs), so the guarantee is what keeps it, not speed.
     db[OUTBOX].create_index("events.event_id", name="event_ids", unique=True)
 
 
