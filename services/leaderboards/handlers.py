@@ -26,6 +26,7 @@ from contracts.events import (
 )
 from services.common.periods import last_instant, period_bounds, period_key
 from services.common.times import to_millis
+from services.leaderboards import journal
 from services.leaderboards.boards import (
     CLOSE_TOP,
     GLOBAL,
@@ -38,6 +39,7 @@ from services.leaderboards.boards import (
     fold,
 )
 from services.leaderboards.count_maps import unpack
+from services.leaderboards.journal import Written
 from services.leaderboards.store import (
     AGENTS,
     APPLIED,
@@ -46,6 +48,7 @@ from services.leaderboards.store import (
     LEGACY_MAP_TOKENS,
     PERIODS,
     SCORE_COUNTS,
+    SEQ,
     WRITE_TOKEN,
     BoardReader,
     MapWrites,
@@ -55,6 +58,7 @@ from services.leaderboards.store import (
     entry_document,
     entry_id,
     lane_of,
+    version_of,
 )
 from services.runtime.mongo import (
     ServiceDatabase,
@@ -170,7 +174,7 @@ def _add_to_entries(uow: UnitOfWork, added: dict[tuple[str, str], Standing], lan
     entries = uow.collection(ENTRIES)
     ids = {key: entry_id(*key) for key in added}
     before = find_by_ids(
-        entries, ids.values(), s, projection={"score": 1, "reached_at": 1, "lane": 1}
+        entries, ids.values(), s, projection={"score": 1, "reached_at": 1, "lane": 1, "version": 1}
     )
     inserts = []
     replacements = []
@@ -184,40 +188,41 @@ def _add_to_entries(uow: UnitOfWork, added: dict[tuple[str, str], Standing], lan
             continue
         score = old["score"] + change.score
         reached_at = max(old["reached_at"], change.reached_at)
-        replacements.append(
-            ReplaceOne({"_id": id_}, entry_document(board, agent_id, score, reached_at, lane))
-        )
+        doc = entry_document(board, agent_id, score, reached_at, lane, version_of(old) + 1)
+        replacements.append(doc)
         moves.append(Move(board, lane_of(old), old["score"], lane, score))
     bulk_write_in_slices(entries, [InsertOne(doc) for doc in inserts], s)
-    bulk_write_in_slices(entries, replacements, s)
-    _count_moves(uow, moves)
+    bulk_write_in_slices(entries, [ReplaceOne({"_id": d["_id"]}, d) for d in replacements], s)
+    _count_moves(uow, moves, [Written.of(doc) for doc in inserts + replacements])
 
 
-def _count_moves(uow: UnitOfWork, moves: list[Move]) -> None:
+def _count_moves(uow: UnitOfWork, moves: list[Move], written: list[Written]) -> None:
     """Applies the entries' moves to the count maps: one read of the maps they change, one
     bulk write of them rewritten whole (count_maps.py). A count that reaches zero is
     removed, and a map left empty is deleted, so the maps depend on the entries only, never
-    on how the events were batched."""
+    on how the events were batched.
+
+    Every map an entry was `written` into is written too, counts changed or not: for its
+    journal record (journal.py), and for a new write token, so that a page read under the
+    old tokens is never served again (store.BoardReader.top): an entry that keeps its
+    score and lane may still move within its tie (a later reached_at)."""
     changes = count_changes(moves)
-    for move in moves:
-        # An entry that keeps its score and lane may still move within its tie (a later
-        # reached_at): its map is written all the same, for a new write token, so that a
-        # page read under the old tokens is never served again (store.BoardReader.top).
-        if move.new_score > 0:
-            changes.setdefault((move.board, move.new_lane), {})
+    by_map: dict[tuple[str, int], list[Written]] = defaultdict(list)
+    for entry in written:
+        by_map[(entry.board, entry.lane)].append(entry)
+        changes.setdefault((entry.board, entry.lane), {})
     if not changes:
         return
     s = uow.session
     maps = uow.collection(SCORE_COUNTS)
     ids = {key: counts_id(*key) for key in changes}
-    held = {
-        doc["_id"]: unpack(doc.get("counts"))
-        for doc in find_by_ids(maps, ids.values(), s, projection={"counts": 1}).values()
-    }
+    held = find_by_ids(maps, ids.values(), s, projection={"counts": 1, WRITE_TOKEN: 1, SEQ: 1})
     writes = MapWrites()
+    records = []
     for (board, lane), by_score in changes.items():
         id_ = ids[(board, lane)]
-        counts = held.get(id_, {})
+        old = held.get(id_)
+        counts = unpack(old.get("counts")) if old is not None else {}
         for score, n in by_score.items():
             left = counts.get(score, 0) + n
             if left > 0:
@@ -225,10 +230,14 @@ def _count_moves(uow: UnitOfWork, moves: list[Move]) -> None:
             else:  # below zero only if the map was damaged: the rebuild recounts it
                 counts.pop(score, None)
         if counts:
-            writes.put(board, lane, counts)
-        elif id_ in held:
+            seq = int(old.get(SEQ) or 0) + 1 if old is not None else 1
+            token = writes.put(board, lane, counts, seq=seq)
+            prev = old.get(WRITE_TOKEN) if old is not None else None
+            records.append(journal.record(board, lane, seq, token, prev, by_map[(board, lane)]))
+        elif old is not None:
             writes.delete(id_)
     writes.apply(uow.db, s)
+    journal.append(uow.db, records, s)
 
 
 def _touch_periods(
@@ -487,23 +496,23 @@ def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str, boards_seen: set[str
     home = lanes.most_common(1)[0][0] if lanes else reader.logged_lane(agent_id) or 0
     entries = uow.collection(ENTRIES)
     moves = []
+    written: list[Written] = []
     for board in sorted(set(expected) | set(live)):
         want, have = expected.get(board), live.get(board)
         if have is not None and want == Standing(have.score, have.reached_at):
             continue
         old_score, lane = (have.score, have.lane or 0) if have is not None else (0, home)
+        version = (have.version if have is not None else 0) + 1
         if want is None:
             entries.delete_one({"_id": entry_id(board, agent_id)}, session=uow.session)
             moves.append(Move(board, lane, old_score, lane, 0))
+            written.append(Written(board, lane, agent_id, 0, None, version, deleted=True))
             continue
-        entries.replace_one(
-            {"_id": entry_id(board, agent_id)},
-            entry_document(board, agent_id, want.score, want.reached_at, lane),
-            upsert=True,
-            session=uow.session,
-        )
+        doc = entry_document(board, agent_id, want.score, want.reached_at, lane, version)
+        entries.replace_one({"_id": doc["_id"]}, doc, upsert=True, session=uow.session)
         moves.append(Move(board, lane, old_score, lane, want.score))
-    _count_moves(uow, moves)
+        written.append(Written.of(doc))
+    _count_moves(uow, moves, written)
     return len(moves)
 
 

@@ -22,6 +22,7 @@ from services.leaderboards.boards import (
     total,
 )
 from services.leaderboards.store import BoardReader, RecentCache, Row, display
+from services.leaderboards.views import BoardViews
 from services.runtime.errors import BadRequest, NotFound
 
 
@@ -58,10 +59,13 @@ def leaderboard(
     tz: str,
     now: datetime,
     fresh_for: float = 0.0,
+    views: BoardViews | None = None,
 ) -> Leaderboard:
-    """A page of a board. With `fresh_for` > 0 (seconds), a page answered here from count
-    maps read less than that long ago is answered again as it was (names included): the
-    busiest read, the top of a board, then costs no query while the window lasts."""
+    """A page of a board: from the board's read view when it is held (views.py), else
+    from the database. With `fresh_for` > 0 (seconds), a page answered here from a view or
+    count maps caught up or read less than that long ago is answered again as it was (names
+    included): the busiest read, the top of a board, then costs no query while the window
+    lasts."""
     resolved, scope = _resolve(period, query.scope, tz, now)
     board = board_key(resolved.key, scope)
     key = (db.name, board, query.offset, query.limit)
@@ -69,8 +73,13 @@ def leaderboard(
     if answered is not None:
         return answered[1]
     reader = BoardReader(db, fresh_for=fresh_for)
-    histogram = reader.histogram(board)
-    rows = reader.top(board, query.offset, query.limit, histogram)
+    view = views.ready(board) if views is not None else None
+    if view is not None:
+        rows, size, read_at = view.page(query.offset, query.limit), len(view), view.synced_at
+    else:
+        histogram = reader.histogram(board)
+        rows = reader.top(board, query.offset, query.limit, histogram)
+        size, read_at = total(histogram), reader.read_at(board)
     page = Leaderboard(
         period=resolved.key,
         period_kind=resolved.kind,
@@ -78,11 +87,11 @@ def leaderboard(
         starts_at=resolved.starts_at,
         ends_at=resolved.ends_at,
         closed=resolved.kind != "all-time" and reader.is_closed(resolved.key),
-        total=total(histogram),
+        total=size,
         entries=_entries(reader.names([row.agent_id for row in rows]), rows, query.offset + 1),
     )
     if fresh_for > 0:
-        _ANSWERED.put(key, reader.read_at(board), page)
+        _ANSWERED.put(key, read_at, page)
     return page
 
 
@@ -95,21 +104,32 @@ def position(
     tz: str,
     now: datetime,
     fresh_for: float = 0.0,
+    views: BoardViews | None = None,
 ) -> LeaderboardPosition:
     """One agent's rank and neighbours. Its entry is always read (an agent who just arrived
-    is found at once); the board's count maps may be up to `fresh_for` seconds old, unless
+    is found at once). The others come from the board's read view when it is held (caught
+    up at most `fresh_for` seconds ago; the entry just read goes into it), else from the
+    database, where the board's count maps may be up to `fresh_for` seconds old, unless
     they count nobody at the entry's score (read before the agent reached it): then they
     are read again."""
     resolved, scope = _resolve(period, query.scope, tz, now)
     reader = BoardReader(db, fresh_for=fresh_for)
     board = board_key(resolved.key, scope)
+    # Asked first: a board is held for the reads of it, an agent's 404 included.
+    view = views.ready(board) if views is not None else None
     row = reader.entry(board, agent_id)
     if row is None or row.score <= 0:
         raise NotFound(f"agent {agent_id} is not on the {resolved.key} {scope} board")
-    histogram = reader.histogram(board)
-    if histogram.get(row.score, 0) == 0:
-        histogram = reader.histogram(board, refresh=True)
-    rank, above, below = reader.place(board, row, query.neighbors, histogram)
+    placed = None
+    if view is not None:
+        view.apply(row.agent_id, row.score, row.reached_at, row.version)
+        placed, size = view.place(agent_id, query.neighbors), len(view)
+    if placed is None:
+        histogram = reader.histogram(board)
+        if histogram.get(row.score, 0) == 0:
+            histogram = reader.histogram(board, refresh=True)
+        placed, size = reader.place(board, row, query.neighbors, histogram), total(histogram)
+    rank, above, below = placed
     agents = reader.names([other.agent_id for other in [*above, row, *below]])
     (me,) = _entries(agents, [row], rank)
     return LeaderboardPosition(
@@ -120,7 +140,7 @@ def position(
         team_id=me.team_id,
         rank=rank,
         score=row.score,
-        total=total(histogram),
+        total=size,
         above=_entries(agents, above, rank - len(above)),
         below=_entries(agents, below, rank + 1),
     )

@@ -26,6 +26,7 @@ from contracts.topics import GAMIFICATION_POINTS, PEOPLE_AGENTS
 from services.leaderboards import handlers, queries
 from services.leaderboards.settings import LeaderboardSettings
 from services.leaderboards.store import DOCUMENTS
+from services.leaderboards.views import ReadViews
 from services.runtime import operations
 from services.runtime.batches import EventBatch, each
 from services.runtime.http import http, parse_body, parse_query
@@ -64,6 +65,7 @@ class LeaderboardsService(operations.ConsumerEndpoints):
     db = Mongo(documents=DOCUMENTS, upgrade=handlers.upgrade_storage)
     settings = ServiceSettings(LeaderboardSettings, "LEADERBOARDS")
     schedule = CloseSchedule()
+    views = ReadViews(database="db", settings="settings")
 
     @consume(GAMIFICATION_POINTS, types=[PointsAwarded.TYPE, PointsReversed.TYPE])
     def on_points(self, batch: EventBatch[PointsAwarded | PointsReversed]) -> Any:
@@ -119,6 +121,7 @@ class LeaderboardsService(operations.ConsumerEndpoints):
             tz=self.settings.time_zone,
             now=datetime.now(UTC),
             fresh_for=self.settings.read_cache_seconds,
+            views=self.views,
         )
 
     @http("GET", "/v1/leaderboards/<period>/agents/<agent_id>")
@@ -132,6 +135,7 @@ class LeaderboardsService(operations.ConsumerEndpoints):
             tz=self.settings.time_zone,
             now=datetime.now(UTC),
             fresh_for=self.settings.read_cache_seconds,
+            views=self.views,
         )
 
     @http("POST", "/v1/leaderboards/rebuild")

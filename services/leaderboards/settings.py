@@ -30,9 +30,25 @@ class LeaderboardSettings(BaseModel):
         le=5,
         description=(
             "Reads may answer from what was read this long ago: a page as answered, a "
-            "board's score counts (an agent's own entry is always read). Reads are eventually "
-            "consistent; 0 reads the count maps' tokens every time"
+            "board's score counts, a read view (caught up this often; an agent's own entry "
+            "is always read). Reads are eventually consistent; 0 reads the count maps' "
+            "tokens every time and turns the read views off"
         ),
+    )
+
+    view_max_entries: int = Field(
+        250_000,
+        ge=0,
+        description=(
+            "Board entries the read views may hold in memory, over all boards (about 290 "
+            "bytes each); a board that does not fit is read from the database. 0 turns the "
+            "views off"
+        ),
+    )
+    view_idle_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A board not read for this long is dropped from the read views",
     )
 
     @field_validator("time_zone")

@@ -39,6 +39,7 @@ from services.leaderboards.boards import (
     order_key,
 )
 from services.leaderboards.count_maps import pack, unpack
+from services.leaderboards.journal import JournalRecord
 from services.runtime.mongo import find_by_ids
 
 K = TypeVar("K")
@@ -89,6 +90,7 @@ class ScoreCounts(me.Document):
     lane = me.IntField(required=True)
     counts = me.BinaryField()  # count_maps.pack({score: agents}): scores above 0
     write_token = me.StringField()  # new on every write (see WRITE_TOKEN)
+    seq = me.IntField()  # the map's journaled writes (see journal.py); absent: 0
     meta = {
         "collection": "score_counts",
         "indexes": [{"fields": ["board"], "name": "by_board"}],
@@ -132,6 +134,7 @@ DOCUMENTS = (
     AppliedPoints,
     BoardEntry,
     ScoreCounts,
+    JournalRecord,
     PeriodRecord,
     PeriodClose,
     AgentRecord,
@@ -161,6 +164,8 @@ BOARD_ORDER = [("score", DESCENDING), ("reached_at", ASCENDING), ("agent_id", AS
 #: exactly as it last read it without taking the map itself (its `counts` are the large
 #: part: at 100,000 agents, thousands of scores per lane).
 WRITE_TOKEN = "write_token"
+#: How many journaled writes a count map has had (journal.py numbers its records by it).
+SEQ = "seq"
 
 
 class TokenCache(Generic[K, V]):
@@ -221,18 +226,35 @@ class MapWrites:
 
     maps: list[InsertOne | ReplaceOne | DeleteOne] = field(default_factory=list)
 
-    def put(self, board: str, lane: int, counts: Mapping[int, int], absent: bool = False) -> None:
-        """`absent`: the map is known not to be stored and nobody else can write it (a bulk
-        load). It is then inserted: the local database commits a batch of inserts at once,
-        but upserts one by one outside a transaction (about 0.8 ms each, measured)."""
+    def put(
+        self,
+        board: str,
+        lane: int,
+        counts: Mapping[int, int],
+        absent: bool = False,
+        seq: int = 0,
+    ) -> str:
+        """Returns the map's new write token. `absent`: the map is known not to be stored
+        and nobody else can write it (a bulk load). It is then inserted: the local database
+        commits a batch of inserts at once, but upserts one by one outside a transaction
+        (about 0.8 ms each, measured). `seq`: the journal record this write goes with
+        (journal.py); a write that records nothing there leaves 0, and readers of the
+        journal then read the board again."""
         id_ = counts_id(board, lane)
         token = new_write_token()
-        stored = {"board": board, "lane": lane, "counts": pack(counts), WRITE_TOKEN: token}
+        stored = {
+            "board": board,
+            "lane": lane,
+            "counts": pack(counts),
+            WRITE_TOKEN: token,
+            SEQ: seq,
+        }
         self.maps.append(
             InsertOne({"_id": id_, **stored})
             if absent
             else ReplaceOne({"_id": id_}, stored, upsert=True)
         )
+        return token
 
     def delete(self, id_: str) -> None:
         self.maps.append(DeleteOne({"_id": id_}))
@@ -251,11 +273,11 @@ def entry_id(board: str, agent_id: str) -> str:
 
 
 def entry_document(
-    board: str, agent_id: str, score: int, reached_at: datetime, lane: int
+    board: str, agent_id: str, score: int, reached_at: datetime, lane: int, version: int = 1
 ) -> dict[str, Any]:
     """An entry as stored, whole. Nothing more: every field is written with every entry
     (the period and scope are in the board key; storing them apart cost about 10% more per
-    entry written on the local database)."""
+    entry written on the local database). `version`: the stored one's plus one."""
     return {
         "_id": entry_id(board, agent_id),
         "board": board,
@@ -263,6 +285,7 @@ def entry_document(
         "score": score,
         "reached_at": reached_at,
         "lane": lane,
+        "version": version,
     }
 
 
@@ -300,22 +323,35 @@ class Row:
     score: int
     reached_at: datetime
     lane: int | None = None  # read for the rebuild only
+    version: int = 0  # one more on every write of the entry (journal.py)
 
     @property
     def order(self) -> tuple[int, datetime, str]:
         return order_key(self.agent_id, Standing(self.score, self.reached_at))
 
 
+def version_of(doc: Mapping[str, Any]) -> int:
+    """An entry's version; entries stored before versions existed (or bulk-loaded) are 0."""
+    return int(doc.get("version") or 0)
+
+
 def _row(doc: dict[str, Any]) -> Row:
     return Row(doc["agent_id"], doc["score"], doc["reached_at"])
 
 
+def view_row(doc: dict[str, Any]) -> Row:
+    """An entry read with VIEW_FIELDS."""
+    return Row(doc["agent_id"], doc["score"], doc["reached_at"], version=version_of(doc))
+
+
 def _placed_row(doc: dict[str, Any]) -> Row:
-    return Row(doc["agent_id"], doc["score"], doc["reached_at"], lane_of(doc))
+    return Row(doc["agent_id"], doc["score"], doc["reached_at"], lane_of(doc), version_of(doc))
 
 
 _ROW_FIELDS = {"_id": 0, "agent_id": 1, "score": 1, "reached_at": 1}
-_PLACED_FIELDS = {**_ROW_FIELDS, "board": 1, "lane": 1}
+#: What a read view (views.py) holds of an entry.
+VIEW_FIELDS = {**_ROW_FIELDS, "version": 1}
+_PLACED_FIELDS = {**VIEW_FIELDS, "board": 1, "lane": 1}
 
 
 #: When neighbours are asked, ties up to this size are read whole to rank within them (one
@@ -393,9 +429,9 @@ class BoardReader:
 
     def entry(self, board: str, agent_id: str) -> Row | None:
         doc = self.db[ENTRIES].find_one(
-            {"_id": entry_id(board, agent_id)}, _ROW_FIELDS, session=self.session
+            {"_id": entry_id(board, agent_id)}, VIEW_FIELDS, session=self.session
         )
-        return _row(doc) if doc else None
+        return view_row(doc) if doc else None
 
     def _count(self, query: dict[str, Any]) -> int:
         return self.db[ENTRIES].count_documents(query, session=self.session)

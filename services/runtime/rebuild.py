@@ -50,7 +50,9 @@ ROOT = Path(__file__).resolve().parents[2]
 REBUILDABLE = ("leaderboards", "credits", "badges")
 #: Configuration a service keeps in its database: copied into a rebuild, never replaced.
 CONFIGURATION = {"points": ("rules", "rule_versions"), "badges": ("signing_keys",)}
-PLUMBING = ("outbox", "leases")
+#: Not state: what the relay and the leases need, and the leaderboards' entry journal (what
+#: each write of a count map changed, for the read views; it expires within minutes).
+PLUMBING = ("outbox", "leases", "entry_journal")
 #: Fields that record when this process wrote a document, not what the events made of it.
 WALL_CLOCK_FIELDS = frozenset(
     {"at", "recorded_at", "updated_at", "created_at", "applied_at", "last_points_at"}
@@ -60,6 +62,9 @@ WALL_CLOCK_FIELDS = frozenset(
 #: Fields that say where a document was placed, not what it holds: a leaderboard entry's
 #: lane (the count-map shard that counts it) follows how the consumer's polls were batched.
 PLACEMENT_FIELDS = frozenset({"lane"})
+#: Fields that count a document's writes (a leaderboard entry's version, which the read
+#: views order writes by): how many there were follows the batching too.
+WRITE_COUNT_FIELDS = frozenset({"version"})
 #: Collections of shards (the leaderboards' count maps): compared as the values they add up to.
 SHARDED: dict[str, Callable[[Iterable[dict[str, Any]]], list[dict[str, Any]]]] = {
     "score_counts": merged_by_board,
@@ -295,7 +300,9 @@ def _canonical(value: Any) -> Any:
         return {
             k: _canonical(v)
             for k, v in sorted(value.items())
-            if k not in WALL_CLOCK_FIELDS and k not in PLACEMENT_FIELDS
+            if k not in WALL_CLOCK_FIELDS
+            and k not in PLACEMENT_FIELDS
+            and k not in WRITE_COUNT_FIELDS
         }
     if isinstance(value, list):
         return [_canonical(v) for v in value]

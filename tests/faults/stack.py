@@ -56,7 +56,7 @@ from deploy.local.servers import Database, ManagedProcess, free_port, http_ok
 from deploy.local.topics import ensure_topics
 from services.runtime.dead_letters import DeadLetterStore
 from services.runtime.outbox import LEASES, OUTBOX
-from services.runtime.rebuild import PLACEMENT_FIELDS, SHARDED
+from services.runtime.rebuild import PLACEMENT_FIELDS, PLUMBING, SHARDED, WRITE_COUNT_FIELDS
 from tests.support.harness import service_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +77,7 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
 SERVICES = tuple(SUBSCRIPTIONS)
 
 #: Collections that are not derived from events: configuration and plumbing.
-NOT_STATE = {OUTBOX, LEASES, "rules", "rule_versions", "signing_keys"}
+NOT_STATE = {*PLUMBING, OUTBOX, LEASES, "rules", "rule_versions", "signing_keys"}
 #: Fields that say when this run wrote a document, not what the events made of it.
 WALL_CLOCK_FIELDS = {
     "at",
@@ -517,7 +517,9 @@ def state_of(client: MongoClient, db_name: str) -> dict[str, Counter[str]]:
         docs = db[name].find({}, {"_id": 1} if name == "processed_events" else None)
         if name in SHARDED:
             docs = SHARDED[name](docs)
-        drop = frozenset(ORDER_DEPENDENT_FIELDS.get(name, ())) | PLACEMENT_FIELDS
+        drop = (
+            frozenset(ORDER_DEPENDENT_FIELDS.get(name, ())) | PLACEMENT_FIELDS | WRITE_COUNT_FIELDS
+        )
         state[name] = Counter(json.dumps(_canonical(doc, drop), sort_keys=True) for doc in docs)
     return state
 

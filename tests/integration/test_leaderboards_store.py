@@ -3,7 +3,9 @@ pages at any offset (also starting or ending inside a tie), exact ranks, and nei
 the top, the bottom and across score gaps, on a board with many ties and widely spread
 scores. Batches: duplicates inside a batch, repeats across batches and any order give the
 entries and score count maps that the events one by one give; an entry moving lanes keeps
-the maps exact; the rebuild repairs damaged maps. Also: a period closes once when two
+the maps exact; the rebuild repairs damaged maps. Read views follow the journal through
+batches from several lanes, answer as the database does, are read again when a write
+bypassed the journal, and keep to their budget. Also: a period closes once when two
 closers race. No broker needed: the handlers run on the database directly."""
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from services.leaderboards import handlers, queries, store
 from services.leaderboards.boards import PointChange, fold, ranked, total
 from services.leaderboards.count_maps import is_packed
 from services.leaderboards.store import DOCUMENTS, BoardReader, counts_id
+from services.leaderboards.views import BoardViews
 from services.runtime.mongo import ServiceDatabase
 from tests.support.count_maps import add_to_maps, drop_map, put_map, stored_maps
 from tests.support.count_maps import counted_from_entries as entries_call_for
@@ -536,3 +539,164 @@ def test_a_map_known_absent_is_inserted_as_a_put_would_store_it(make_database):
     with pytest.raises(BulkWriteError):
         wrong.apply(db)
     assert stored_maps(db)[counts_id(BOARD, 0)] == {5: 2}
+
+
+# --- read views (views.py): whole boards in memory, kept current from the journal -------
+
+
+class Clock:
+    """Moves on by `tick` seconds each time it is read: a load then takes time."""
+
+    def __init__(self, tick: float = 0.0) -> None:
+        self.now = 1_000.0
+        self.tick = tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def views_on(db: ServiceDatabase, clock: Clock, max_entries: int = 10_000) -> BoardViews:
+    return BoardViews(db.db, max_entries=max_entries, idle_seconds=60, clock=clock)
+
+
+def rows_of(view) -> list[tuple[str, int]]:
+    return [(r.agent_id, r.score) for r in view.page(0, 10_000)]
+
+
+def expected_rows(events, board: str = BOARD) -> list[tuple[str, int]]:
+    return [(agent, s.score) for _, agent, s in reference(events, board)]
+
+
+def test_a_read_view_follows_the_journal_across_batches_lanes_and_reversals(make_database):
+    db = make_database()
+    rng = random.Random(5)
+    monday = datetime(2026, 5, 11, 1, tzinfo=UTC)
+    times = [monday + timedelta(hours=h) for h in (0, 0, 3, 30)]
+    events = [
+        award(f"v-{i:02d}", rng.choice([1, 2, 3, 7, 40]), rng.choice(times)) for i in range(60)
+    ]
+    apply(db, events)
+    clock = Clock()
+    views = views_on(db, clock)
+    assert views.ready(BOARD) is None  # the first read asks for it; reads go to the database
+    views.sync()
+    view = views.ready(BOARD)
+    assert view is not None
+    assert rows_of(view) == expected_rows(events)
+
+    # More batches: new agents, ups and downs, one agent back to zero, repeats, and one
+    # agent's events from another lane (its entry moves: both lanes' chains list it).
+    later = monday + timedelta(days=1)
+    more = [award(f"v-{i:02d}", rng.choice([-1, 1, 4, 9]), later) for i in range(0, 70, 3)]
+    more.append(award("v-01", -1_000, later))  # far below: the balance floor is points' job
+    apply(db, more + more[:5], batch=7)
+    moved = award("v-02", 6, later + timedelta(hours=1))
+    apply_batch(db, [moved], (lane_of("v-02") + 1) % 3)
+    views.sync()
+    assert views.ready(BOARD) is view  # caught up from the journal, not read again
+    assert views.loads == {"first read": 1}
+    everything = events + more + [moved]
+    assert rows_of(view) == expected_rows(everything)
+
+    # The service's answers are the same from the view as from the database.
+    now = datetime(2026, 5, 13, tzinfo=UTC)
+    for _, agent, _ in reference(everything, BOARD)[::7]:
+        for neighbors in (0, 3):
+            query = PositionQuery(neighbors=neighbors)
+            kwargs = {"tz": TZ, "now": now}
+            from_view = queries.position(db.db, "2026-W20", agent, query, views=views, **kwargs)
+            from_db = queries.position(db.db, "2026-W20", agent, query, **kwargs)
+            assert from_view == from_db
+    page = LeaderboardQuery(limit=25, offset=10)
+    assert queries.leaderboard(
+        db.db, "2026-W20", page, tz=TZ, now=now, views=views
+    ) == queries.leaderboard(db.db, "2026-W20", page, tz=TZ, now=now)
+
+
+def test_a_write_past_the_journal_has_the_view_read_again(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    events = [award(f"w-{i:02d}", i + 1, t) for i in range(20)]
+    apply(db, events)
+    clock = Clock(tick=0.1)
+    views = views_on(db, clock)
+    views.ready(BOARD)
+    views.sync()
+    assert views.ready(BOARD) is not None
+
+    # A recount rewrites the maps without journaling (as an upgrade or a bulk load would):
+    # the view cannot tell what changed, so reads go to the database until it is read again.
+    db.transaction(partial(handlers._recount_board, board=BOARD))
+    later = [award("w-00", 50, t + timedelta(hours=1)), award("w-new", 3, t)]
+    apply(db, later)
+    views.sync()
+    assert views.ready(BOARD) is None  # read again only after a few times its last load
+    clock.now += 60 * clock.tick
+    views.sync()
+    view = views.ready(BOARD)
+    assert view is not None
+    assert rows_of(view) == expected_rows(events + later)
+    assert views.loads == {"first read": 1, "chain broken": 1}
+
+
+def test_views_keep_to_their_budget_and_drop_boards_no_longer_read(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    team_board = "2026-W20|team:small"
+    events = [award(f"b-{i:02d}", i + 1, t) for i in range(12)]
+    events += [award(f"s-{i}", 2, t, team="small") for i in range(3)]
+    apply(db, events)
+    clock = Clock()
+    views = views_on(db, clock, max_entries=10)
+    views.ready(BOARD)
+    views.ready(team_board)
+    views.sync()
+    assert views.ready(BOARD) is None  # 15 entries do not fit in 10: the database answers
+    small = views.ready(team_board)
+    assert small is not None and rows_of(small) == expected_rows(events, team_board)
+    assert views.entries_held == 3
+
+    clock.now += 61  # neither board read for longer than idle_seconds
+    views.sync()
+    assert views.entries_held == 0
+
+
+def test_a_board_first_read_while_another_loads_is_loaded_next_round(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    team_board = "2026-W20|team:t1"
+    apply(db, [award(f"r-{i}", i + 1, t) for i in range(5)])
+    views: BoardViews
+
+    class ReadArrives(Clock):
+        """A request for another board comes in while the sync waits on the database."""
+
+        calls = 0
+
+        def __call__(self) -> float:
+            self.calls += 1
+            if self.calls == 3:  # after the first read's and the round's: inside the load
+                views.ready(team_board)
+            return super().__call__()
+
+    views = views_on(db, ReadArrives())
+    views.ready(BOARD)
+    views.sync()
+    assert views.ready(BOARD) is not None
+    views.sync()
+    assert views.ready(team_board) is not None
+
+
+def test_a_view_whose_sync_fell_behind_is_not_served(make_database):
+    db = make_database()
+    apply(db, [award("st-a", 3, datetime(2026, 5, 12, 2, tzinfo=UTC))])
+    clock = Clock()
+    views = views_on(db, clock)
+    views.ready(BOARD)
+    views.sync()
+    assert views.ready(BOARD) is not None
+    clock.now += BoardViews.STALE_AFTER + 1  # no sync since: the database answers
+    assert views.ready(BOARD) is None
+    views.sync()
+    assert views.ready(BOARD) is not None
