@@ -6,6 +6,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.leaderboards.journal import RETENTION_SECONDS
+
 
 class LeaderboardSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -45,9 +47,19 @@ class LeaderboardSettings(BaseModel):
             "views off"
         ),
     )
+    view_min_entries: int = Field(
+        1_000,
+        ge=0,
+        description=(
+            "Boards smaller than this are read from the database (cheap at that size) and "
+            "not held: a view is for the large boards everyone reads, not every team's"
+        ),
+    )
     view_idle_seconds: float = Field(
         60.0,
         gt=0,
+        # A view not read is not caught up: past the journal's retention it could not be.
+        le=RETENTION_SECONDS / 2,
         description="A board not read for this long is dropped from the read views",
     )
 

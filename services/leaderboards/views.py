@@ -163,13 +163,15 @@ class BoardViews:
     #: load took: while writes bypass the journal (a bulk load), reading the board whole
     #: takes at most a fifth of the database's time spent on it.
     RELOAD_FACTOR = 4.0
-    #: A board too large for the budget is weighed again this much later.
+    #: A board too large for the budget, or too small to need a view, is weighed again
+    #: this much later.
     RECHECK_AFTER = 300.0
     #: A view read more recently than this is not dropped to make room for another.
     IN_USE = 30.0
     #: A view not caught up for this long is not served (reads go to the database) until
-    #: it is again: reads are eventually consistent within about a second, not more.
-    STALE_AFTER = 10.0
+    #: a round has caught it up: reads are eventually consistent within about a second,
+    #: and a view is caught up only in the rounds after it was read.
+    STALE_AFTER = 2.0
     #: A board is read whole in batches of this many entries, with a `pause` after each.
     LOAD_BATCH = 2_000
 
@@ -179,6 +181,7 @@ class BoardViews:
         *,
         max_entries: int,
         idle_seconds: float,
+        min_entries: int = 0,
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[], None] = lambda: None,
     ) -> None:
@@ -187,6 +190,7 @@ class BoardViews:
         requests must not wait for it)."""
         self.database = db  # attached when the service starts (ReadViews.start)
         self.max_entries = max_entries
+        self.min_entries = min_entries
         self.idle_seconds = idle_seconds
         self.clock = clock
         self.pause = pause
@@ -226,13 +230,19 @@ class BoardViews:
 
     def sync(self) -> None:
         """One round: drops the boards not read for `idle_seconds`, catches up the views
-        held (one query for all their maps), loads the boards read but not held yet."""
+        read since they last were (one query for all their maps, one per lane written
+        since), loads the boards read but not held yet. A view nobody reads costs nothing:
+        after a pause it is served again once a read has had it caught up."""
         now = self.clock()
         for board, wanted in list(self._boards.items()):
             if now - wanted.read_at > self.idle_seconds:
                 del self._boards[board]
         try:
-            held = [w for w in self._boards.values() if w.view is not None]
+            held = [
+                w
+                for w in self._boards.values()
+                if w.view is not None and w.read_at >= w.view.synced_at
+            ]
             maps = self._maps_of([w.view.board for w in held if w.view is not None])
             for wanted in held:
                 assert wanted.view is not None
@@ -293,6 +303,9 @@ class BoardViews:
             )
         )
         size = sum(sum(unpack(m.get("counts")).values()) for m in maps)
+        if size < self.min_entries:
+            wanted.load_after = started + self.RECHECK_AFTER  # the database reads it cheaply
+            return
         if size > self.max_entries or not self._make_room(size, started):
             wanted.load_after = started + self.RECHECK_AFTER
             log.info(
@@ -372,6 +385,7 @@ class ReadViews(DependencyProvider):
             return
         self.views.max_entries = settings.view_max_entries
         self.views.idle_seconds = settings.view_idle_seconds
+        self.views.min_entries = settings.view_min_entries
         self.views.database = siblings[self.database_attr].db
         self._running = True
         self._thread = self.container.spawn_managed_thread(self._run)

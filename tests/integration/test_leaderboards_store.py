@@ -688,15 +688,39 @@ def test_a_board_first_read_while_another_loads_is_loaded_next_round(make_databa
     assert views.ready(team_board) is not None
 
 
-def test_a_view_whose_sync_fell_behind_is_not_served(make_database):
+def test_a_view_is_caught_up_only_after_reads_and_never_served_stale(make_database):
     db = make_database()
-    apply(db, [award("st-a", 3, datetime(2026, 5, 12, 2, tzinfo=UTC))])
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    first = [award("st-a", 3, t)]
+    apply(db, first)
     clock = Clock()
     views = views_on(db, clock)
     views.ready(BOARD)
     views.sync()
-    assert views.ready(BOARD) is not None
-    clock.now += BoardViews.STALE_AFTER + 1  # no sync since: the database answers
-    assert views.ready(BOARD) is None
+    view = views.ready(BOARD)
+    assert view is not None
+
+    clock.now += 1  # caught up since that read: the next round leaves it alone
     views.sync()
-    assert views.ready(BOARD) is not None
+    later = [award("st-b", 5, t)]
+    apply(db, later)
+    clock.now += 1
+    views.sync()  # not read since its last catch-up: not caught up
+    assert rows_of(view) == expected_rows(first)
+
+    clock.now += BoardViews.STALE_AFTER  # not caught up for that long: the database answers
+    assert views.ready(BOARD) is None
+    views.sync()  # read since: caught up, and served again
+    assert views.ready(BOARD) is view
+    assert rows_of(view) == expected_rows(first + later)
+
+
+def test_a_board_smaller_than_the_minimum_is_left_to_the_database(make_database):
+    db = make_database()
+    apply(db, [award(f"m-{i}", i + 1, datetime(2026, 5, 12, 2, tzinfo=UTC)) for i in range(4)])
+    clock = Clock()
+    views = BoardViews(db.db, max_entries=100, min_entries=5, idle_seconds=60, clock=clock)
+    views.ready(BOARD)
+    views.sync()
+    assert views.ready(BOARD) is None
+    assert views.loads == {}
