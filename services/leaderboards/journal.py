@@ -51,7 +51,11 @@ class JournalRecord(me.Document):
     meta = {
         "collection": JOURNAL,
         "indexes": [
-            {"fields": ["written_at"], "name": "expiry", "expireAfterSeconds": RETENTION_SECONDS}
+            {"fields": ["written_at"], "name": "expiry", "expireAfterSeconds": RETENTION_SECONDS},
+            # A map's records after a seq: one range of this index. (The local server scans
+            # the collection for a range of `_id`, or for an `$or` of ranges: 590 ms
+            # against 1.0 ms with this index, 14,000 records.)
+            {"fields": ["board", "lane", "seq"], "name": "chain"},
         ],
     }
 
@@ -76,8 +80,8 @@ class Written:
 
 
 def record_id(board: str, lane: int, seq: int, token: str) -> str:
-    """Sorted by seq within a map: `records_after` reads a map's records as one range."""
-    return f"{board}#{lane}#{seq:012d}#{token}"
+    """Unique even across a map deleted and made again (its seq starts over): the token."""
+    return f"{board}#{lane}#{seq}#{token}"
 
 
 def record(
@@ -105,15 +109,6 @@ def append(db: Database, records: list[dict[str, Any]], session: ClientSession) 
 
 
 def records_after(db: Database, board: str, lane: int, seq: int) -> list[dict[str, Any]]:
-    """The map's records after `seq`, in order: one range of `_id`. A record of another
-    board whose key begins like this one's is in the range too, and left out."""
-    prefix = f"{board}#{lane}#"
-    found = (
-        db[JOURNAL]
-        .find(
-            {"_id": {"$gt": f"{prefix}{seq:012d}#~", "$lt": f"{prefix}~"}},
-            {"written_at": 0},
-        )
-        .sort("_id", 1)
-    )
-    return [doc for doc in found if doc["board"] == board and doc["lane"] == lane]
+    """The map's records after `seq` (in no particular order: readers follow the tokens)."""
+    query = {"board": board, "lane": lane, "seq": {"$gt": seq}}
+    return list(db[JOURNAL].find(query, {"written_at": 0}))

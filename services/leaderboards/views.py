@@ -224,9 +224,14 @@ class BoardViews:
         return sum(w.view.held for w in self._boards.values() if w.view is not None)
 
     def oldest_sync(self) -> float:
-        """Seconds since the least recently caught-up view was (0 with none held)."""
-        synced = [w.view.synced_at for w in self._boards.values() if w.view is not None]
-        return self.clock() - min(synced) if synced else 0.0
+        """How far behind the views being read are: seconds since the least recently
+        caught-up view read after its last catch-up was (0 when none waits for one)."""
+        waiting = [
+            w.view.synced_at
+            for w in self._boards.values()
+            if w.view is not None and w.read_at > w.view.synced_at
+        ]
+        return self.clock() - min(waiting) if waiting else 0.0
 
     def sync(self) -> None:
         """One round: drops the boards not read for `idle_seconds`, catches up the views
@@ -394,7 +399,7 @@ class ReadViews(DependencyProvider):
         families = self.metrics.families
         entries = families.gauge(VIEW_ENTRIES, "Board entries held in memory by the read views")
         age = families.gauge(
-            VIEW_SYNC_AGE, "Seconds since the least recently caught-up read view was"
+            VIEW_SYNC_AGE, "How far behind the read views being read are (seconds)"
         )
         loads = families.counter(
             VIEW_LOADS, "Boards read whole into a read view, by reason", ["reason"]
