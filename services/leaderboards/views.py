@@ -168,10 +168,6 @@ class BoardViews:
     RECHECK_AFTER = 300.0
     #: A view read more recently than this is not dropped to make room for another.
     IN_USE = 30.0
-    #: A view not caught up for this long is not served (reads go to the database) until
-    #: a round has caught it up: reads are eventually consistent within about a second,
-    #: and a view is caught up only in the rounds after it was read.
-    STALE_AFTER = 2.0
     #: A board is read whole in batches of this many entries, with a `pause` after each.
     LOAD_BATCH = 2_000
 
@@ -182,15 +178,20 @@ class BoardViews:
         max_entries: int,
         idle_seconds: float,
         min_entries: int = 0,
+        stale_after: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[], None] = lambda: None,
     ) -> None:
-        """`pause`: lets other work run while a board is read whole (in the service, a
-        green yield: building a view of 100,000 entries takes about a second of CPU, and
-        requests must not wait for it)."""
+        """`stale_after`: a view not caught up for this long is not served (reads go to the
+        database) until a round has caught it up; a view is caught up only in the rounds
+        after it was read, so this is how stale a read may be (the service gives two
+        rounds: a second by default). `pause`: lets other work run while a board is read
+        whole (in the service, a green yield: building a view of 100,000 entries takes
+        about a second of CPU, and requests must not wait for it)."""
         self.database = db  # attached when the service starts (ReadViews.start)
         self.max_entries = max_entries
         self.min_entries = min_entries
+        self.stale_after = stale_after
         self.idle_seconds = idle_seconds
         self.clock = clock
         self.pause = pause
@@ -198,7 +199,7 @@ class BoardViews:
         self.loads: Counter[str] = Counter()  # by reason: "first read", "chain broken", "room"
 
     def ready(self, board: str) -> BoardView | None:
-        """The board's view if it is loaded and caught up within STALE_AFTER; notes the read
+        """The board's view if it is loaded and caught up within `stale_after`; notes the read
         either way, so the next `sync` loads a board not held yet."""
         if self.max_entries <= 0 or self.database is None:
             return None
@@ -209,7 +210,7 @@ class BoardViews:
             return None
         wanted.read_at = now
         view = wanted.view
-        if view is None or now - view.synced_at > self.STALE_AFTER:
+        if view is None or now - view.synced_at > self.stale_after:
             return None  # the sync is behind (a slow or unreachable database): not served
         return view
 
@@ -391,6 +392,7 @@ class ReadViews(DependencyProvider):
         self.views.max_entries = settings.view_max_entries
         self.views.idle_seconds = settings.view_idle_seconds
         self.views.min_entries = settings.view_min_entries
+        self.views.stale_after = 2 * self.interval
         self.views.database = siblings[self.database_attr].db
         self._running = True
         self._thread = self.container.spawn_managed_thread(self._run)

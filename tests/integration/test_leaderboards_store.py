@@ -708,7 +708,7 @@ def test_a_view_is_caught_up_only_after_reads_and_never_served_stale(make_databa
     views.sync()  # not read since its last catch-up: not caught up
     assert rows_of(view) == expected_rows(first)
 
-    clock.now += BoardViews.STALE_AFTER  # not caught up for that long: the database answers
+    clock.now += views.stale_after  # not caught up for that long: the database answers
     assert views.ready(BOARD) is None
     views.sync()  # read since: caught up, and served again
     assert views.ready(BOARD) is view
