@@ -336,11 +336,7 @@ def version_of(doc: Mapping[str, Any]) -> int:
 
 
 def _row(doc: dict[str, Any]) -> Row:
-    return Row(doc["agent_id"], doc["score"], doc["reached_at"])
-
-
-def view_row(doc: dict[str, Any]) -> Row:
-    """An entry read with VIEW_FIELDS."""
+    """An entry read with _ROW_FIELDS (version 0) or VIEW_FIELDS."""
     return Row(doc["agent_id"], doc["score"], doc["reached_at"], version=version_of(doc))
 
 
@@ -431,7 +427,7 @@ class BoardReader:
         doc = self.db[ENTRIES].find_one(
             {"_id": entry_id(board, agent_id)}, VIEW_FIELDS, session=self.session
         )
-        return view_row(doc) if doc else None
+        return _row(doc) if doc else None
 
     def _count(self, query: dict[str, Any]) -> int:
         return self.db[ENTRIES].count_documents(query, session=self.session)

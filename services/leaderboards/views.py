@@ -31,6 +31,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from services.leaderboards import journal
+from services.leaderboards.boards import merge_counts, total
 from services.leaderboards.count_maps import unpack
 from services.leaderboards.store import (
     ENTRIES,
@@ -245,15 +246,14 @@ class BoardViews:
                 del self._boards[board]
         try:
             held = [
-                w
+                (w, w.view)
                 for w in self._boards.values()
                 if w.view is not None and w.read_at >= w.view.synced_at
             ]
-            maps = self._maps_of([w.view.board for w in held if w.view is not None])
-            for wanted in held:
-                assert wanted.view is not None
-                if not self.catch_up(wanted.view, maps.get(wanted.view.board, {})):
-                    log.info("leaderboard view %s: journal chain broken", wanted.view.board)
+            maps = self._maps_of([view.board for _, view in held])
+            for wanted, view in held:
+                if not self.catch_up(view, maps.get(view.board, {})):
+                    log.info("leaderboard view %s: journal chain broken", view.board)
                     wanted.view = None
                     wanted.reason = "chain broken"
                     wanted.load_after = now + self.RELOAD_FACTOR * wanted.load_seconds
@@ -308,7 +308,7 @@ class BoardViews:
                 {"board": board}, {"lane": 1, "counts": 1, WRITE_TOKEN: 1, SEQ: 1}
             )
         )
-        size = sum(sum(unpack(m.get("counts")).values()) for m in maps)
+        size = total(merge_counts(unpack(m.get("counts")) for m in maps))
         if size < self.min_entries:
             wanted.load_after = started + self.RECHECK_AFTER  # the database reads it cheaply
             return
