@@ -106,23 +106,26 @@ def position(
     fresh_for: float = 0.0,
     views: BoardViews | None = None,
 ) -> LeaderboardPosition:
-    """One agent's rank and neighbours. Its entry is always read (an agent who just arrived
-    is found at once). The others come from the board's read view when it is held (caught
-    up at most `fresh_for` seconds ago; the entry just read goes into it), else from the
-    database, where the board's count maps may be up to `fresh_for` seconds old, unless
-    they count nobody at the entry's score (read before the agent reached it): then they
-    are read again."""
+    """One agent's rank and neighbours: from the board's read view when it is held (caught
+    up at most `fresh_for` seconds ago) and holds the agent, else from the database. An
+    agent the view does not hold on the board is read from the database (one who just
+    arrived is found at once) and the entry read goes into the view. On the database path
+    the board's count maps may be up to `fresh_for` seconds old, unless they count nobody
+    at the entry's score (read before the agent reached it): then they are read again."""
     resolved, scope = _resolve(period, query.scope, tz, now)
     reader = BoardReader(db, fresh_for=fresh_for)
     board = board_key(resolved.key, scope)
     # Asked first: a board is held for the reads of it, an agent's 404 included.
     view = views.ready(board) if views is not None else None
-    row = reader.entry(board, agent_id)
-    if row is None or row.score <= 0:
-        raise NotFound(f"agent {agent_id} is not on the {resolved.key} {scope} board")
+    row = view.entry(agent_id) if view is not None else None
+    if row is None:
+        row = reader.entry(board, agent_id)
+        if row is None or row.score <= 0:
+            raise NotFound(f"agent {agent_id} is not on the {resolved.key} {scope} board")
+        if view is not None:
+            view.apply(row.agent_id, row.score, row.reached_at, row.version)
     placed = None
     if view is not None:
-        view.apply(row.agent_id, row.score, row.reached_at, row.version)
         placed, size = view.place(agent_id, query.neighbors), len(view)
     if placed is None:
         histogram = reader.histogram(board)

@@ -32,9 +32,9 @@ class LeaderboardSettings(BaseModel):
         le=5,
         description=(
             "Reads may answer from what was read this long ago: a page as answered, a "
-            "board's score counts, a read view (caught up this often; an agent's own entry "
-            "is always read). Reads are eventually consistent; 0 reads the count maps' "
-            "tokens every time and turns the read views off"
+            "board's score counts, a read view (caught up this often; an agent it does not "
+            "hold is read from the database). Reads are eventually consistent; 0 reads the "
+            "count maps' tokens every time and turns the read views off"
         ),
     )
 

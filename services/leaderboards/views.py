@@ -105,6 +105,11 @@ class BoardView:
             bisect.insort(self._order, key)
         return True
 
+    def entry(self, agent_id: str) -> Row | None:
+        """The agent's entry as the view holds it, if it is on the board (above 0)."""
+        key = self._held.get(agent_id)
+        return _row(key) if key is not None and key[0] < 0 else None
+
     def place(self, agent_id: str, k: int) -> tuple[int, list[Row], list[Row]] | None:
         """The agent's rank and up to k entries just ahead of and behind it; None when the
         agent is not on the board."""
@@ -164,9 +169,11 @@ class BoardViews:
     #: load took: while writes bypass the journal (a bulk load), reading the board whole
     #: takes at most a fifth of the database's time spent on it.
     RELOAD_FACTOR = 4.0
-    #: A board too large for the budget, or too small to need a view, is weighed again
-    #: this much later.
+    #: A board too large for the budget is weighed again this much later.
     RECHECK_AFTER = 300.0
+    #: A board too small to need a view is weighed again this much later (one query for
+    #: its maps): a board grows past the minimum in a bulk load or a busy morning.
+    RECHECK_SMALL_AFTER = 30.0
     #: A view read more recently than this is not dropped to make room for another.
     IN_USE = 30.0
     #: A board is read whole in batches of this many entries, with a `pause` after each.
@@ -310,7 +317,7 @@ class BoardViews:
         )
         size = total(merge_counts(unpack(m.get("counts")) for m in maps))
         if size < self.min_entries:
-            wanted.load_after = started + self.RECHECK_AFTER  # the database reads it cheaply
+            wanted.load_after = started + self.RECHECK_SMALL_AFTER  # the database reads it cheaply
             return
         if size > self.max_entries or not self._make_room(size, started):
             wanted.load_after = started + self.RECHECK_AFTER

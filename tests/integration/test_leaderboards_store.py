@@ -27,8 +27,9 @@ from contracts.events import PointsAwarded, PointsChangeData
 from services.leaderboards import handlers, queries, store
 from services.leaderboards.boards import PointChange, fold, ranked, total
 from services.leaderboards.count_maps import is_packed
-from services.leaderboards.store import DOCUMENTS, BoardReader, counts_id
+from services.leaderboards.store import DOCUMENTS, ENTRIES, BoardReader, counts_id, entry_id
 from services.leaderboards.views import BoardViews
+from services.runtime.errors import NotFound
 from services.runtime.mongo import ServiceDatabase
 from tests.support.count_maps import add_to_maps, drop_map, put_map, stored_maps
 from tests.support.count_maps import counted_from_entries as entries_call_for
@@ -724,3 +725,38 @@ def test_a_board_smaller_than_the_minimum_is_left_to_the_database(make_database)
     views.sync()
     assert views.ready(BOARD) is None
     assert views.loads == {}
+
+    # It grows past the minimum (a bulk load, a busy morning): weighed again 30 s later.
+    apply(db, [award(f"m-{i}", 1, datetime(2026, 5, 12, 2, tzinfo=UTC)) for i in range(4, 6)])
+    views.sync()
+    assert views.ready(BOARD) is None
+    clock.now += BoardViews.RECHECK_SMALL_AFTER
+    views.sync()
+    assert views.ready(BOARD) is not None
+    assert views.loads == {"first read": 1}
+
+
+def test_a_rank_from_a_view_reads_the_entry_only_for_an_agent_it_does_not_hold(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    apply(db, [award(f"h-{i}", i + 1, t) for i in range(6)])
+    views = views_on(db, Clock())
+    views.ready(BOARD)
+    views.sync()
+    assert views.ready(BOARD) is not None
+    kwargs = {"tz": TZ, "now": datetime(2026, 5, 13, tzinfo=UTC), "views": views}
+
+    # Held: answered from the view alone (the entry, gone from the database behind the
+    # view's back, is not read).
+    db.db[ENTRIES].delete_one({"_id": entry_id(BOARD, "h-5")})
+    held = queries.position(db.db, "2026-W20", "h-5", PositionQuery(neighbors=1), **kwargs)
+    assert (held.rank, held.score, [e.agent_id for e in held.below]) == (1, 6, ["h-4"])
+
+    # Not held yet (arrived since the last catch-up): read from the database at once, and
+    # placed in the view.
+    apply(db, [award("h-new", 10, t)])
+    arrived = queries.position(db.db, "2026-W20", "h-new", PositionQuery(neighbors=1), **kwargs)
+    assert (arrived.rank, arrived.score, arrived.total) == (1, 10, 7)
+    assert [e.agent_id for e in arrived.below] == ["h-5"]
+    with pytest.raises(NotFound):
+        queries.position(db.db, "2026-W20", "h-nobody", PositionQuery(), **kwargs)
