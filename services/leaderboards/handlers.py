@@ -26,7 +26,7 @@ from contracts.events import (
 )
 from services.common.periods import last_instant, period_bounds, period_key
 from services.common.times import to_millis
-from services.leaderboards import journal
+from services.leaderboards import journal, names
 from services.leaderboards.boards import (
     CLOSE_TOP,
     GLOBAL,
@@ -304,8 +304,19 @@ def _remember_points_teams(uow: UnitOfWork, changes: list[PointChange]) -> None:
 # --- roster ------------------------------------------------------------------------
 
 
-def apply_roster(event: AgentRegistered | AgentUpdated, uow: UnitOfWork) -> bool:
-    """Keeps the newest roster state per agent (by event time, then event id): any order."""
+def apply_roster(
+    uow: UnitOfWork, events: Sequence[AgentRegistered | AgentUpdated], *, lane: int
+) -> list[bool]:
+    """A roster batch, event by event (roster events are rare, and each is compared with
+    the stored one); the names it wrote are journaled for the read views (names.py)."""
+    written = [_roster_write(event, uow) for event in events]
+    names.journal_roster(uow, lane, [doc for doc in written if doc is not None])
+    return [doc is not None for doc in written]
+
+
+def _roster_write(event: AgentRegistered | AgentUpdated, uow: UnitOfWork) -> dict[str, Any] | None:
+    """Keeps the newest roster state per agent (by event time, then event id): any order.
+    Returns the roster fields written, None when the stored state is newer."""
     data = event.data
     agents = uow.collection(AGENTS)
     agent = agents.find_one({"_id": data.agent_id}, session=uow.session) or {}
@@ -313,22 +324,16 @@ def apply_roster(event: AgentRegistered | AgentUpdated, uow: UnitOfWork) -> bool
         known = (agent["roster_at"], agent.get("roster_event_id") or "")
         # Mongo keeps milliseconds: compare at that precision so a re-read never looks newer.
         if (to_millis(event.time), event.id) <= known:
-            return False
-    agents.update_one(
-        {"_id": data.agent_id},
-        {
-            "$set": {
-                "name": data.name,
-                "team_id": data.team_id,
-                "tier": data.tier,
-                "roster_at": event.time,
-                "roster_event_id": event.id,
-            }
-        },
-        upsert=True,
-        session=uow.session,
-    )
-    return True
+            return None
+    roster = {
+        "name": data.name,
+        "team_id": data.team_id,
+        "tier": data.tier,
+        "roster_at": event.time,
+        "roster_event_id": event.id,
+    }
+    agents.update_one({"_id": data.agent_id}, {"$set": roster}, upsert=True, session=uow.session)
+    return {"_id": data.agent_id, **roster}
 
 
 # --- period close --------------------------------------------------------------------

@@ -47,6 +47,15 @@ def _entries(
     return entries
 
 
+def _names(
+    reader: BoardReader, views: BoardViews | None, rows: list[Row]
+) -> dict[str, dict[str, Any]]:
+    """What to show the rows' agents by: from the names the views hold (names.py), which
+    read from the database what they do not hold."""
+    ids = [row.agent_id for row in rows]
+    return reader.names(ids) if views is None else views.names.displays(ids, reader.names)
+
+
 #: Pages as answered, with when their board's count maps were read (time.monotonic()).
 _ANSWERED: RecentCache[tuple[str, str, int, int], Leaderboard] = RecentCache(256)
 
@@ -88,7 +97,7 @@ def leaderboard(
         ends_at=resolved.ends_at,
         closed=resolved.kind != "all-time" and reader.is_closed(resolved.key),
         total=size,
-        entries=_entries(reader.names([row.agent_id for row in rows]), rows, query.offset + 1),
+        entries=_entries(_names(reader, views, rows), rows, query.offset + 1),
     )
     if fresh_for > 0:
         _ANSWERED.put(key, read_at, page)
@@ -133,7 +142,7 @@ def position(
             histogram = reader.histogram(board, refresh=True)
         placed, size = reader.place(board, row, query.neighbors, histogram), total(histogram)
     rank, above, below = placed
-    agents = reader.names([other.agent_id for other in [*above, row, *below]])
+    agents = _names(reader, views, [*above, row, *below])
     (me,) = _entries(agents, [row], rank)
     return LeaderboardPosition(
         period=resolved.key,

@@ -28,7 +28,7 @@ from services.leaderboards.settings import LeaderboardSettings
 from services.leaderboards.store import DOCUMENTS
 from services.leaderboards.views import ReadViews
 from services.runtime import operations
-from services.runtime.batches import EventBatch, each
+from services.runtime.batches import EventBatch
 from services.runtime.http import http, parse_body, parse_query
 from services.runtime.kafka import consume
 from services.runtime.mongo import Mongo
@@ -83,8 +83,8 @@ class LeaderboardsService(operations.ConsumerEndpoints):
 
     @consume(PEOPLE_AGENTS, types=[AgentRegistered.TYPE, AgentUpdated.TYPE])
     def on_agent(self, batch: EventBatch[AgentRegistered | AgentUpdated]) -> Any:
-        # Per event: roster events are rare, and each is compared with the stored one.
-        return self.db.handle_batch("on_agent", batch.events, each(handlers.apply_roster))
+        apply = partial(handlers.apply_roster, lane=batch.lane)
+        return self.db.handle_batch("on_agent", batch.events, apply)
 
     @timer(interval=TICK_SECONDS)
     def close_periods(self) -> None:

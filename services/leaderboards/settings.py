@@ -43,8 +43,9 @@ class LeaderboardSettings(BaseModel):
         ge=0,
         description=(
             "Board entries the read views may hold in memory, over all boards (about 290 "
-            "bytes each); a board that does not fit is read from the database. 0 turns the "
-            "views off"
+            "bytes each), and agents whose display names they may hold (about 370 bytes "
+            "each); a board (or a roster) that does not fit is read from the database. 0 "
+            "turns the views off"
         ),
     )
     view_min_entries: int = Field(

@@ -39,7 +39,7 @@ from services.leaderboards.boards import (
     order_key,
 )
 from services.leaderboards.count_maps import pack, unpack
-from services.leaderboards.journal import JournalRecord
+from services.leaderboards.journal import SEQ, WRITE_TOKEN, JournalRecord
 from services.runtime.mongo import find_by_ids
 
 K = TypeVar("K")
@@ -158,14 +158,6 @@ AGENTS = "agents"
 #: value of `$gte` on a descending index key (it returns scores above it only), and the
 #: strict bounds mean the same on every server.
 BOARD_ORDER = [("score", DESCENDING), ("reached_at", ASCENDING), ("agent_id", ASCENDING)]
-
-
-#: Every write of a count map sets a new random token, so a reader can tell that a map is
-#: exactly as it last read it without taking the map itself (its `counts` are the large
-#: part: at 100,000 agents, thousands of scores per lane).
-WRITE_TOKEN = "write_token"
-#: How many journaled writes a count map has had (journal.py numbers its records by it).
-SEQ = "seq"
 
 
 class TokenCache(Generic[K, V]):

@@ -19,7 +19,7 @@ import bisect
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -30,9 +30,11 @@ from nameko.extensions import DependencyProvider
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from services.common.pacing import paced
 from services.leaderboards import journal
 from services.leaderboards.boards import merge_counts, total
 from services.leaderboards.count_maps import unpack
+from services.leaderboards.names import NameBook
 from services.leaderboards.store import (
     ENTRIES,
     SCORE_COUNTS,
@@ -49,12 +51,11 @@ log = logging.getLogger(__name__)
 #: (-score, reached_at, agent_id, version): board order; the agent id is unique, so the
 #: version never takes part in a comparison.
 Key = tuple[int, datetime, str, int]
-#: Per lane, the write token and seq of the count map the view is current with.
-Lanes = dict[int, tuple[str | None, int]]
 
 VIEW_ENTRIES = "skillquest_leaderboard_view_entries"
 VIEW_LOADS = "skillquest_leaderboard_view_loads_total"
 VIEW_SYNC_AGE = "skillquest_leaderboard_view_sync_age_seconds"
+NAMES_HELD = "skillquest_leaderboard_view_names"
 
 
 def _row(key: Key) -> Row:
@@ -64,7 +65,7 @@ def _row(key: Key) -> Row:
 class BoardView:
     """One board's entries in board order. Pure: no I/O."""
 
-    def __init__(self, board: str, lanes: Lanes) -> None:
+    def __init__(self, board: str, lanes: journal.Lanes) -> None:
         self.board = board
         self.lanes = lanes
         self.synced_at = 0.0  # time.monotonic() of the last catch-up
@@ -72,7 +73,9 @@ class BoardView:
         self._held: dict[str, Key] = {}  # every entry seen, by agent (those at 0 too)
 
     @classmethod
-    def of_entries(cls, board: str, docs: Iterable[Mapping[str, Any]], lanes: Lanes) -> BoardView:
+    def of_entries(
+        cls, board: str, docs: Iterable[Mapping[str, Any]], lanes: journal.Lanes
+    ) -> BoardView:
         """From entries as stored (store.VIEW_FIELDS)."""
         view = cls(board, lanes)
         for doc in docs:
@@ -125,31 +128,6 @@ class BoardView:
         return [_row(key) for key in self._order[offset : offset + limit]]
 
 
-def _lanes(maps: Iterable[Mapping[str, Any]]) -> Lanes:
-    return {int(m["lane"]): (m.get(WRITE_TOKEN), int(m.get(SEQ) or 0)) for m in maps}
-
-
-def chain_to(
-    records: Iterable[Mapping[str, Any]], held: str | None, current: str
-) -> list[Mapping[str, Any]] | None:
-    """The records that lead a map from token `held` to `current`, oldest first; None if
-    they do not (a write that did not journal, an expired record, or an entry deleted).
-
-    Walked back from `current`: tokens are unique, while a map deleted and created again
-    starts a second chain from no token, whose records may still be in the journal."""
-    by_token = {record["token"]: record for record in records}
-    chain: list[Mapping[str, Any]] = []
-    token: str | None = current
-    while token != held:
-        record = by_token.pop(token, None) if token is not None else None
-        if record is None or record.get("reread"):
-            return None
-        chain.append(record)
-        token = record["prev"]
-    chain.reverse()
-    return chain
-
-
 @dataclass
 class _Wanted:
     """A board read here: its view once loaded, and when it was last read."""
@@ -189,6 +167,7 @@ class BoardViews:
         stale_after: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[], None] = lambda: None,
+        names: NameBook | None = None,
     ) -> None:
         """`stale_after`: a view not caught up for this long is not served (reads go to the
         database) until a round has caught it up; a view is caught up only in the rounds
@@ -204,6 +183,8 @@ class BoardViews:
         self.clock = clock
         self.pause = pause
         self._boards: dict[str, _Wanted] = {}
+        #: The roster's names, held while some view is (names.py).
+        self.names = names if names is not None else NameBook(db, clock=clock, pause=pause)
         self.loads: Counter[str] = Counter()  # by reason: "first read", "chain broken", "room"
 
     def ready(self, board: str) -> BoardView | None:
@@ -268,10 +249,11 @@ class BoardViews:
             for board, wanted in list(self._boards.items()):
                 if wanted.view is None and now >= wanted.load_after:
                     self._load(board, wanted)
+            self.names.sync(wanted=any(w.view is not None for w in self._boards.values()))
         except PyMongoError as error:
             log.warning("leaderboard views: database unavailable (%s); next round", error)
 
-    def _maps_of(self, boards: list[str]) -> dict[str, Lanes]:
+    def _maps_of(self, boards: list[str]) -> dict[str, journal.Lanes]:
         """Each board's maps as they are now: lane -> (token, seq)."""
         if not boards:
             return {}
@@ -279,28 +261,17 @@ class BoardViews:
         by_board: dict[str, list[Mapping[str, Any]]] = {board: [] for board in boards}
         for doc in self.db[SCORE_COUNTS].find({"board": {"$in": boards}}, fields):
             by_board[doc["board"]].append(doc)
-        return {board: _lanes(docs) for board, docs in by_board.items()}
+        return {board: journal.lanes_of(docs) for board, docs in by_board.items()}
 
-    def catch_up(self, view: BoardView, current: Lanes | None = None) -> bool:
+    def catch_up(self, view: BoardView, current: journal.Lanes | None = None) -> bool:
         """Applies the journal records written since the view was last current, up to the
         maps as they are now (`current`, read if not given); False if the records do not
         lead there (the view is then stale)."""
         if current is None:
             current = self._maps_of([view.board])[view.board]
-        if any(lane not in current for lane in view.lanes):
-            return False  # a map emptied and deleted: what left it is not journaled
-        pending: list[Mapping[str, Any]] = []
-        for lane, (token, _) in current.items():
-            held_token, held_seq = view.lanes.get(lane, (None, 0))
-            if token == held_token:
-                continue
-            if token is None:
-                return False
-            records = journal.records_after(self.db, view.board, lane, held_seq)
-            chain = chain_to(records, held_token, token)
-            if chain is None:
-                return False
-            pending += chain
+        pending = journal.follow(self.db, view.board, view.lanes, current)
+        if pending is None:
+            return False
         for record in pending:
             for agent_id, score, reached_at, version in record["entries"]:
                 view.apply(agent_id, score, reached_at, version)
@@ -333,7 +304,9 @@ class BoardViews:
         entries = self.db[ENTRIES].find(
             {"board": board, "score": {"$gt": 0}}, VIEW_FIELDS, batch_size=self.LOAD_BATCH
         )
-        view = BoardView.of_entries(board, self._paced(entries), _lanes(maps))
+        view = BoardView.of_entries(
+            board, paced(entries, self.LOAD_BATCH, self.pause), journal.lanes_of(maps)
+        )
         caught_up = self.catch_up(view)
         wanted.load_seconds = self.clock() - started
         if caught_up:
@@ -348,13 +321,6 @@ class BoardViews:
             )
         else:  # written past the journal while it was read: again, a little later
             wanted.load_after = self.clock() + self.RELOAD_FACTOR * wanted.load_seconds
-
-    def _paced(self, docs: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
-        """`docs`, with a `pause` after every LOAD_BATCH of them."""
-        for n, doc in enumerate(docs, 1):
-            yield doc
-            if n % self.LOAD_BATCH == 0:
-                self.pause()
 
     def _make_room(self, size: int, now: float) -> bool:
         """Drops views not read for IN_USE seconds, least recently read first, until `size`
@@ -399,8 +365,9 @@ class ReadViews(DependencyProvider):
         self.views.max_entries = settings.view_max_entries
         self.views.idle_seconds = settings.view_idle_seconds
         self.views.min_entries = settings.view_min_entries
-        self.views.stale_after = 2 * self.interval
-        self.views.database = siblings[self.database_attr].db
+        self.views.stale_after = self.views.names.stale_after = 2 * self.interval
+        self.views.database = self.views.names.database = siblings[self.database_attr].db
+        self.views.names.max_agents = settings.view_max_entries
         self._running = True
         self._thread = self.container.spawn_managed_thread(self._run)
 
@@ -411,9 +378,16 @@ class ReadViews(DependencyProvider):
             VIEW_SYNC_AGE, "How far behind the read views being read are (seconds)"
         )
         loads = families.counter(
-            VIEW_LOADS, "Boards read whole into a read view, by reason", ["reason"]
+            VIEW_LOADS,
+            "Boards (and, as `names: ...`, the roster's names) read whole for the read views, "
+            "by reason",
+            ["reason"],
         )
-        for reason in ("first read", "chain broken", "room"):
+        names_held = families.gauge(
+            NAMES_HELD, "Agents whose display names the read views hold in memory"
+        )
+        reasons = ("first read", "chain broken", "room")
+        for reason in (*reasons, *(f"names: {r}" for r in reasons[:2])):
             loads.labels(reason)
         counted: Counter[str] = Counter()
         while self._running:
@@ -421,10 +395,14 @@ class ReadViews(DependencyProvider):
                 self.views.sync()
             except Exception:  # a bug here must not take the service down: reads fall back
                 log.exception("leaderboard views: sync failed; next round")
-            for reason, n in self.views.loads.items():
+            done = self.views.loads + Counter(
+                {f"names: {r}": n for r, n in self.views.names.loads.items()}
+            )
+            for reason, n in done.items():
                 loads.labels(reason).inc(n - counted[reason])
-            counted = Counter(self.views.loads)
+            counted = done
             entries.set(self.views.entries_held)
+            names_held.set(len(self.views.names))
             age.set(self.views.oldest_sync())
             with eventlet.Timeout(self.interval, False):
                 self._stopped.wait()

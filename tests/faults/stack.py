@@ -56,7 +56,13 @@ from deploy.local.servers import Database, ManagedProcess, free_port, http_ok
 from deploy.local.topics import ensure_topics
 from services.runtime.dead_letters import DeadLetterStore
 from services.runtime.outbox import LEASES, OUTBOX
-from services.runtime.rebuild import PLACEMENT_FIELDS, PLUMBING, SHARDED, WRITE_COUNT_FIELDS
+from services.runtime.rebuild import (
+    NOT_COMPARED,
+    PLACEMENT_FIELDS,
+    PLUMBING,
+    SHARDED,
+    WRITE_COUNT_FIELDS,
+)
 from tests.support.harness import service_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,8 +82,8 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
 }
 SERVICES = tuple(SUBSCRIPTIONS)
 
-#: Collections that are not derived from events: configuration and plumbing.
-NOT_STATE = {*PLUMBING, OUTBOX, LEASES, "rules", "rule_versions", "signing_keys"}
+#: Collections that are not derived from events: configuration, plumbing, name marks.
+NOT_STATE = {*PLUMBING, *NOT_COMPARED, OUTBOX, LEASES, "rules", "rule_versions", "signing_keys"}
 #: Fields that say when this run wrote a document, not what the events made of it.
 WALL_CLOCK_FIELDS = {
     "at",

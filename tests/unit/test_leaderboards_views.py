@@ -8,7 +8,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from services.leaderboards.boards import Standing, ranked
-from services.leaderboards.views import BoardView, chain_to
+from services.leaderboards.journal import chain_to
+from services.leaderboards.views import BoardView
 
 T0 = datetime(2026, 5, 11, 1, tzinfo=UTC)
 
