@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
 from werkzeug.wrappers import Request, Response
 
-from services.gateway.auth import Caller, bearer_token, verify
+from services.gateway.auth import Caller, VerifiedTokens, bearer_token
 from services.gateway.downstream import Downstream, DownstreamMetrics, Reply, team_cache
 from services.gateway.policy import authorize, check_backfill, check_path, check_query_rights
 from services.gateway.profile import build_profile
@@ -65,12 +65,12 @@ class Gateway:
             metrics=metrics,
         )
         self.teams = team_cache(settings.team_cache_seconds)
+        self.tokens = VerifiedTokens(settings.jwt_secret, settings.token_leeway_seconds)
 
     # -- auth ---------------------------------------------------------------------------
 
     def authenticate(self, request: Request) -> Caller:
-        token = bearer_token(request.headers.get("Authorization"))
-        return verify(token, self.settings.jwt_secret, self.settings.token_leeway_seconds)
+        return self.tokens.caller(bearer_token(request.headers.get("Authorization")))
 
     def team_of(self, agent_id: str) -> str:
         """The agent's current team, from the roster (cached briefly)."""

@@ -10,7 +10,14 @@ import jwt
 import pytest
 
 from services.gateway import token as token_cli
-from services.gateway.auth import Caller, bearer_token, check_secret, mint, verify
+from services.gateway.auth import (
+    Caller,
+    VerifiedTokens,
+    bearer_token,
+    check_secret,
+    mint,
+    verify,
+)
 from services.runtime.errors import Unauthorized
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-and-even-hs512-keys!!"
@@ -185,3 +192,47 @@ def test_scripts_mint_from_the_local_secret(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("JWT_SECRET", SECRET)
     token = token_cli.mint_from_environment(role="admin", sub="demo-seeder")
     assert verify(token, SECRET) == Caller("demo-seeder", "admin", None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = float(NOW)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_verified_once_is_answered_from_memory_until_it_expires(monkeypatch) -> None:
+    clock = Clock()
+    tokens = VerifiedTokens(SECRET, clock=clock)
+    token = signed(claims(exp=NOW + 60))
+    decoded = []
+    decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    assert tokens.caller(token) == Caller("agent-1", "agent", None)
+    clock.now = NOW + 60
+    assert tokens.caller(token).sub == "agent-1"
+    assert len(decoded) == 1  # the signature was checked once
+
+    clock.now = NOW + 61  # past its expiry: checked in full again (and refused when expired)
+    tokens.caller(token)
+    assert len(decoded) == 2
+    expired = signed(claims(exp=NOW - 100))
+    with pytest.raises(Unauthorized) as raised:
+        VerifiedTokens(SECRET).caller(expired)
+    assert raised.value.code == "token_expired"
+
+
+def test_only_the_exact_token_verified_is_remembered() -> None:
+    tokens = VerifiedTokens(SECRET, max_entries=2)
+    good = signed(claims())
+    tokens.caller(good)
+    head, payload, signature = good.split(".")
+    forged = f"{head}.{b64(claims(role='admin'))}.{signature}"
+    with pytest.raises(Unauthorized):
+        tokens.caller(forged)
+    with pytest.raises(Unauthorized):
+        tokens.caller(signed(claims(), secret="another-secret-that-is-long-enough-for-hs256!!"))
+    for n in range(3):  # bounded: the least recently used go first
+        tokens.caller(signed(claims(sub=f"agent-{n}")))
+    assert len(tokens._known) == 2
