@@ -216,7 +216,7 @@ class NameBook:
             return
         known = self._held.get(agent_id)
         if known is None or (known[2], known[3]) < (held[2], held[3]):
-            self._held[agent_id] = held
+            self._held[sys.intern(agent_id)] = held
 
     def _load(self) -> None:
         started = self.clock()
@@ -233,7 +233,7 @@ class NameBook:
         for doc in paced(docs, self.LOAD_BATCH, self.pause):
             kept = held_of(doc)
             if kept is not None:
-                held[doc["_id"]] = kept
+                held[sys.intern(doc["_id"])] = kept  # the string the views hold
         self._held, self.lanes = held, lanes
         caught_up = self.catch_up()
         self.load_seconds = self.clock() - started
