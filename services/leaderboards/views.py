@@ -105,7 +105,8 @@ class BoardView:
                 return False
             if held[0] < 0:
                 del self._order[bisect.bisect_left(self._order, held)]
-        key = (-score, reached_at, sys.intern(agent_id), version)
+        agent_id = sys.intern(agent_id)  # one string per agent, in every view
+        key = (-score, reached_at, agent_id, version)
         self._held[agent_id] = key
         if score > 0:
             bisect.insort(self._order, key)
