@@ -195,29 +195,30 @@ def test_scripts_mint_from_the_local_secret(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = float(NOW)
+    def __init__(self, now: float) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now
 
 
 def test_a_token_verified_once_is_answered_from_memory_until_it_expires(monkeypatch) -> None:
-    clock = Clock()
+    now = int(time.time())  # now, not at import: suites run long
+    clock = Clock(now)
     tokens = VerifiedTokens(SECRET, clock=clock)
-    token = signed(claims(exp=NOW + 60))
+    token = signed(claims(exp=now + 600))
     decoded = []
     decode = jwt.decode
     monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or decode(*a, **k))
     assert tokens.caller(token) == Caller("agent-1", "agent", None)
-    clock.now = NOW + 60
+    clock.now = now + 600
     assert tokens.caller(token).sub == "agent-1"
     assert len(decoded) == 1  # the signature was checked once
 
-    clock.now = NOW + 61  # past its expiry: checked in full again (and refused when expired)
+    clock.now = now + 601  # past its expiry: checked in full again (and refused when expired)
     tokens.caller(token)
     assert len(decoded) == 2
-    expired = signed(claims(exp=NOW - 100))
+    expired = signed(claims(exp=now - 100))
     with pytest.raises(Unauthorized) as raised:
         VerifiedTokens(SECRET).caller(expired)
     assert raised.value.code == "token_expired"
