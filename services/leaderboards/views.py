@@ -228,34 +228,42 @@ class BoardViews:
         return self.clock() - min(waiting) if waiting else 0.0
 
     def sync(self) -> None:
-        """One round: drops the boards not read for `idle_seconds`, catches up the views
-        read since they last were (one query for all their maps, one per lane written
-        since), loads the boards read but not held yet. A view nobody reads costs nothing:
-        after a pause it is served again once a read has had it caught up."""
+        """One round: drops the boards not read for `idle_seconds`, loads the boards read
+        but not held yet (and the names, names.py, while some view is held), then catches
+        up the views read since they last were (one query for all their maps, one per lane
+        written since). The catch-up comes last: a load can take seconds, and the views
+        read meanwhile are then current when the round ends, not a round later. A view
+        nobody reads costs nothing: after a pause it is served again once a read has had
+        it caught up."""
         now = self.clock()
         for board, wanted in list(self._boards.items()):
             if now - wanted.read_at > self.idle_seconds:
                 del self._boards[board]
         try:
-            held = [
-                (w, w.view)
-                for w in self._boards.values()
-                if w.view is not None and w.read_at >= w.view.synced_at
-            ]
-            maps = self._maps_of([view.board for _, view in held])
-            for wanted, view in held:
-                if not self.catch_up(view, maps.get(view.board, {})):
-                    log.info("leaderboard view %s: journal chain broken", view.board)
-                    wanted.view = None
-                    wanted.reason = "chain broken"
-                    wanted.load_after = now + self.RELOAD_FACTOR * wanted.load_seconds
             # A copy: requests add boards while this round waits on the database.
             for board, wanted in list(self._boards.items()):
                 if wanted.view is None and now >= wanted.load_after:
                     self._load(board, wanted)
             self.names.sync(wanted=any(w.view is not None for w in self._boards.values()))
+            self._catch_up_read()
         except PyMongoError as error:
             log.warning("leaderboard views: database unavailable (%s); next round", error)
+
+    def _catch_up_read(self) -> None:
+        """Catches up the views read since their last catch-up; a view whose chain broke
+        is dropped, and read again after a few times its last load took."""
+        held = [
+            (w, w.view)
+            for w in self._boards.values()
+            if w.view is not None and w.read_at >= w.view.synced_at
+        ]
+        maps = self._maps_of([view.board for _, view in held])
+        for wanted, view in held:
+            if not self.catch_up(view, maps.get(view.board, {})):
+                log.info("leaderboard view %s: journal chain broken", view.board)
+                wanted.view = None
+                wanted.reason = "chain broken"
+                wanted.load_after = self.clock() + self.RELOAD_FACTOR * wanted.load_seconds
 
     def _maps_of(self, boards: list[str]) -> dict[str, journal.Lanes]:
         """Each board's maps as they are now: lane -> (token, seq)."""

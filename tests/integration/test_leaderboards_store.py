@@ -760,3 +760,29 @@ def test_a_rank_from_a_view_reads_the_entry_only_for_an_agent_it_does_not_hold(m
     assert [e.agent_id for e in arrived.below] == ["h-5"]
     with pytest.raises(NotFound):
         queries.position(db.db, "2026-W20", "h-nobody", PositionQuery(), **kwargs)
+
+
+def test_a_view_read_while_another_board_loads_is_current_when_the_round_ends(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    team_board = "2026-W20|team:late"
+    apply(db, [award(f"c-{i}", i + 1, t) for i in range(4)])
+    apply(db, [award(f"l-{i}", 1, t, team="late") for i in range(3)])
+    clock = Clock()
+    views = views_on(db, clock)
+    load = views._load
+
+    def slow_load(board, wanted) -> None:
+        load(board, wanted)
+        clock.now += 5  # reading a large board whole takes seconds
+
+    views._load = slow_load  # type: ignore[method-assign]
+    views.ready(BOARD)
+    views.sync()
+    assert views.ready(BOARD) is not None  # caught up after its own load, too
+    apply(db, [award("c-new", 9, t)])
+    views.ready(team_board)  # first read: loaded in the next round, for seconds
+    views.sync()
+    view = views.ready(BOARD)  # caught up after that load, not before it
+    assert view is not None
+    assert rows_of(view)[0] == ("c-new", 9)
