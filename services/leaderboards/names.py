@@ -105,8 +105,8 @@ def invalidate(db: Database) -> None:
 
 
 class NameBook:
-    """The roster's names in this process, loaded and kept current by `sync` (the read
-    views' sync loop); `displays` is for the request handlers."""
+    """The roster's names in this process, loaded and kept current by `sync` (a loop of
+    the read views' provider, beside theirs); `displays` is for the request handlers."""
 
     #: After a chain broke, the names are read again no sooner than this many times the
     #: last load took (as the views do).

@@ -187,7 +187,8 @@ class BoardViews:
         self.clock = clock
         self.pause = pause
         self._boards: dict[str, _Wanted] = {}
-        #: The roster's names, held while some view is (names.py).
+        #: The roster's names, held while some view is (names.py; ReadViews runs their
+        #: sync in a loop of its own).
         self.names = names if names is not None else NameBook(db, clock=clock, pause=pause)
         self.loads: Counter[str] = Counter()  # by reason: "first read", "chain broken", "room"
 
@@ -214,6 +215,11 @@ class BoardViews:
         return self.database
 
     @property
+    def holding(self) -> bool:
+        """Some view is held: the names are wanted."""
+        return any(w.view is not None for w in self._boards.values())
+
+    @property
     def entries_held(self) -> int:
         return sum(w.view.held for w in self._boards.values() if w.view is not None)
 
@@ -229,12 +235,11 @@ class BoardViews:
 
     def sync(self) -> None:
         """One round: drops the boards not read for `idle_seconds`, loads the boards read
-        but not held yet (and the names, names.py, while some view is held), then catches
-        up the views read since they last were (one query for all their maps, one per lane
-        written since). The catch-up comes last: a load can take seconds, and the views
-        read meanwhile are then current when the round ends, not a round later. A view
-        nobody reads costs nothing: after a pause it is served again once a read has had
-        it caught up."""
+        but not held yet, then catches up the views read since they last were (one query
+        for all their maps, one per lane written since). The catch-up comes last: a load
+        can take seconds, and the views read meanwhile are then current when the round
+        ends, not a round later. A view nobody reads costs nothing: after a pause it is
+        served again once a read has had it caught up."""
         now = self.clock()
         for board, wanted in list(self._boards.items()):
             if now - wanted.read_at > self.idle_seconds:
@@ -244,7 +249,6 @@ class BoardViews:
             for board, wanted in list(self._boards.items()):
                 if wanted.view is None and now >= wanted.load_after:
                     self._load(board, wanted)
-            self.names.sync(wanted=any(w.view is not None for w in self._boards.values()))
             self._catch_up_read()
         except PyMongoError as error:
             log.warning("leaderboard views: database unavailable (%s); next round", error)
@@ -363,9 +367,10 @@ class ReadViews(DependencyProvider):
         self.views = BoardViews(
             None, max_entries=0, idle_seconds=0, pause=partial(eventlet.sleep, 0)
         )
-        self._thread: Any = None
+        self._threads: list[Any] = []
         self._running = False
         self._stopped = eventlet.Event()
+        self._counted: Counter[str] = Counter()  # loads already added to the counter
 
     def start(self) -> None:
         # Every extension's setup has run: the database and the settings are there.
@@ -380,57 +385,70 @@ class ReadViews(DependencyProvider):
         self.views.stale_after = self.views.names.stale_after = 2 * self.interval
         self.views.database = self.views.names.database = siblings[self.database_attr].db
         self.views.names.max_agents = settings.view_max_entries
-        self._running = True
-        self._thread = self.container.spawn_managed_thread(self._run)
-
-    def _run(self) -> None:
         families = self.metrics.families
-        entries = families.gauge(VIEW_ENTRIES, "Board entries held in memory by the read views")
-        age = families.gauge(
-            VIEW_SYNC_AGE, "How far behind the read views being read are (seconds)"
-        )
-        loads = families.counter(
+        self.loads = families.counter(
             VIEW_LOADS,
             "Boards (and, as `names: ...`, the roster's names) read whole for the read views, "
             "by reason",
             ["reason"],
         )
-        names_held = families.gauge(
-            NAMES_HELD, "Agents whose display names the read views hold in memory"
-        )
         reasons = ("first read", "chain broken", "room")
         for reason in (*reasons, *(f"names: {r}" for r in reasons[:2])):
-            loads.labels(reason)
-        counted: Counter[str] = Counter()
+            self.loads.labels(reason)
+        self._running = True
+        # Two loops: reading the names whole takes seconds (4 to 6 s at 100,000 agents),
+        # and the views must go on being caught up meanwhile, and the other way round.
+        for round_ in (self._views_round, self._names_round):
+            self._threads.append(self.container.spawn_managed_thread(partial(self._loop, round_)))
+
+    def _loop(self, round_: Callable[[], None]) -> None:
         while self._running:
             try:
-                self.views.sync()
+                round_()
             except Exception:  # a bug here must not take the service down: reads fall back
-                log.exception("leaderboard views: sync failed; next round")
-            done = self.views.loads + Counter(
-                {f"names: {r}": n for r, n in self.views.names.loads.items()}
-            )
-            for reason, n in done.items():
-                loads.labels(reason).inc(n - counted[reason])
-            counted = done
-            entries.set(self.views.entries_held)
-            names_held.set(len(self.views.names))
-            age.set(self.views.oldest_sync())
+                log.exception("leaderboard views: a sync round failed; next round")
             with eventlet.Timeout(self.interval, False):
                 self._stopped.wait()
+
+    def _views_round(self) -> None:
+        families = self.metrics.families
+        self.views.sync()
+        self._count_loads(self.views.loads)
+        families.gauge(VIEW_ENTRIES, "Board entries held in memory by the read views").set(
+            self.views.entries_held
+        )
+        families.gauge(VIEW_SYNC_AGE, "How far behind the read views being read are (seconds)").set(
+            self.views.oldest_sync()
+        )
+
+    def _names_round(self) -> None:
+        names = self.views.names
+        try:
+            names.sync(wanted=self.views.holding)
+        except PyMongoError as error:
+            log.warning("leaderboard names: database unavailable (%s); next round", error)
+        self._count_loads(Counter({f"names: {r}": n for r, n in names.loads.items()}))
+        self.metrics.families.gauge(
+            NAMES_HELD, "Agents whose display names the read views hold in memory"
+        ).set(len(names))
+
+    def _count_loads(self, loads: Counter[str]) -> None:
+        for reason, n in loads.items():
+            self.loads.labels(reason).inc(n - self._counted[reason])
+            self._counted[reason] = n
 
     def stop(self) -> None:
         self._running = False
         if not self._stopped.ready():
             self._stopped.send(True)
-        if self._thread is not None:
-            self._thread.wait()
-            self._thread = None
+        for thread in self._threads:
+            thread.wait()
+        self._threads = []
 
     def kill(self) -> None:
         self._running = False
-        if self._thread is not None:
-            self._thread.kill()
+        for thread in self._threads:
+            thread.kill()
 
     def get_dependency(self, worker_ctx: Any) -> BoardViews:
         return self.views
