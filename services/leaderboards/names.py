@@ -49,8 +49,9 @@ NAME_MARKS = "name_marks"
 #: The lane of the mark that `invalidate` moves: never journaled, so moving it breaks
 #: every book's chain.
 UNJOURNALED_LANE = -1
-#: What a name record lists per agent, and what a roster document gives.
-NAME_FIELDS = {"name": 1, "team_id": 1, "roster_at": 1, "roster_event_id": 1}
+#: What a name record lists per agent after its id, in this order, and what the book reads
+#: of a roster document.
+NAME_FIELDS = ("name", "team_id", "roster_at", "roster_event_id")
 
 #: (name, team, roster time in ms since the epoch, roster event id)
 Held = tuple[str, str, int, str]
@@ -86,10 +87,7 @@ def journal_roster(uow: UnitOfWork, lane: int, written: list[Mapping[str, Any]])
     marks.replace_one(
         {"_id": mark_id(lane)}, {"lane": lane, WRITE_TOKEN: token, SEQ: seq}, upsert=True, session=s
     )
-    entries = [
-        [doc["_id"], doc["name"], doc["team_id"], doc["roster_at"], doc["roster_event_id"]]
-        for doc in written
-    ]
+    entries = [[doc["_id"], *(doc[field] for field in NAME_FIELDS)] for doc in written]
     record = journal.chained(STREAM, lane, seq, token, old.get(WRITE_TOKEN), entries)
     journal.append(uow.db, [record], s)
 
@@ -203,9 +201,8 @@ class NameBook:
         if pending is None:
             return False
         for record in pending:
-            for agent_id, name, team, roster_at, event_id in record["entries"]:
-                doc = {"name": name, "team_id": team, "roster_at": roster_at}
-                self._take(agent_id, held_of({**doc, "roster_event_id": event_id}))
+            for agent_id, *fields in record["entries"]:
+                self._take(agent_id, held_of(dict(zip(NAME_FIELDS, fields, strict=True))))
         self.lanes = current
         self.synced_at = self.clock()
         return True
@@ -229,7 +226,7 @@ class NameBook:
             return
         lanes = self._marks()  # before the names: records written meanwhile apply again
         held: dict[str, Held] = {}
-        docs = agents.find({}, NAME_FIELDS, batch_size=self.LOAD_BATCH)
+        docs = agents.find({}, list(NAME_FIELDS), batch_size=self.LOAD_BATCH)
         for doc in paced(docs, self.LOAD_BATCH, self.pause):
             kept = held_of(doc)
             if kept is not None:

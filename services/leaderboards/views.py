@@ -171,7 +171,6 @@ class BoardViews:
         stale_after: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[], None] = lambda: None,
-        names: NameBook | None = None,
     ) -> None:
         """`stale_after`: a view not caught up for this long is not served (reads go to the
         database) until a round has caught it up; a view is caught up only in the rounds
@@ -189,7 +188,7 @@ class BoardViews:
         self._boards: dict[str, _Wanted] = {}
         #: The roster's names, held while some view is (names.py; ReadViews runs their
         #: sync in a loop of its own).
-        self.names = names if names is not None else NameBook(db, clock=clock, pause=pause)
+        self.names = NameBook(db, clock=clock, pause=pause)
         self.loads: Counter[str] = Counter()  # by reason: "first read", "chain broken", "room"
 
     def ready(self, board: str) -> BoardView | None:
