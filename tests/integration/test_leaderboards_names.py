@@ -10,12 +10,13 @@ from functools import partial
 import pytest
 from pymongo import MongoClient
 
-from contracts.events import AgentRegistered, AgentUpdated, AgentUpdatedData
+from contracts.events import AgentRegistered, AgentUpdated
 from services.leaderboards import handlers, names
 from services.leaderboards.names import NameBook
 from services.leaderboards.store import AGENTS, DOCUMENTS, BoardReader
 from services.runtime.mongo import ServiceDatabase
 from tests.support.databases import fresh_service_database
+from tests.support.events import agent_registered, agent_updated, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -45,19 +46,11 @@ class Clock:
 
 
 def registered(agent: str, name: str, team: str, at: datetime) -> AgentRegistered:
-    data = {"agent_id": agent, "name": name, "team_id": team, "tier": "foundation"}
-    return AgentRegistered.create(source="skillquest/progress", subject=agent, time=at, data=data)
+    return agent_registered(snapshot(agent, team), at, name=name)
 
 
 def renamed(agent: str, name: str, team: str, at: datetime) -> AgentUpdated:
-    return AgentUpdated.create(
-        source="skillquest/progress",
-        subject=agent,
-        time=at,
-        data=AgentUpdatedData(
-            agent_id=agent, name=name, team_id=team, tier="foundation", changed=["name"]
-        ),
-    )
+    return agent_updated(snapshot(agent, team), at, changed=["name"], name=name)
 
 
 def roster(db: ServiceDatabase, events, lane: int = 0) -> list[bool]:

@@ -14,7 +14,7 @@ import pytest
 from pymongo import MongoClient
 
 from contracts.envelope import CloudEvent
-from contracts.events import AgentUpdated, AgentUpdatedData
+from contracts.events import AgentUpdated
 from services.points import handlers
 from services.points.rules import DEFAULT_RULES_FILE, Rule, load_rule_table
 from services.points.service import AWARDS_CONSUMER
@@ -24,6 +24,7 @@ from services.runtime.outbox import outbox_events
 from tests.support.databases import fresh_service_database
 from tests.support.events import (
     agent_registered,
+    agent_updated,
     assessment_graded,
     badge_awarded,
     course_completed,
@@ -242,15 +243,8 @@ def test_an_award_in_the_ledger_is_skipped_and_the_rest_of_the_batch_goes_on(
     assert len(state(database)["outbox"]) == 4
 
 
-def agent_updated(agent_id: str, team_id: str, tier: str, at: datetime) -> AgentUpdated:
-    return AgentUpdated.create(
-        source="skillquest/progress",
-        subject=agent_id,
-        time=at,
-        data=AgentUpdatedData(
-            agent_id=agent_id, name="Li Wei", team_id=team_id, tier=tier, changed=["team_id"]
-        ),
-    )
+def team_moved(agent_id: str, team_id: str, tier: str, at: datetime) -> AgentUpdated:
+    return agent_updated(snapshot(agent_id, team_id, tier), at, changed=["team_id"])
 
 
 def test_roster_events_keep_the_newest_snapshot_in_a_batch_as_one_by_one(fresh_database):
@@ -258,9 +252,9 @@ def test_roster_events_keep_the_newest_snapshot_in_a_batch_as_one_by_one(fresh_d
     earner = snapshot(f"earner-{uuid.uuid4().hex[:6]}", team_id="team-1")
     events = [
         agent_registered(snapshot(agent_id, "team-1"), DAY),
-        agent_updated(agent_id, "team-3", "leadership", DAY + timedelta(days=2)),
-        agent_updated(agent_id, "team-2", "advanced", DAY + timedelta(days=1)),  # late
-        agent_updated(earner.agent_id, "team-9", "advanced", DAY + timedelta(days=1)),
+        team_moved(agent_id, "team-3", "leadership", DAY + timedelta(days=2)),
+        team_moved(agent_id, "team-2", "advanced", DAY + timedelta(days=1)),  # late
+        team_moved(earner.agent_id, "team-9", "advanced", DAY + timedelta(days=1)),
     ]
     single, batched = fresh_database(), fresh_database()
     for database in (single, batched):

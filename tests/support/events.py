@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from contracts.events import (
     AgentData,
     AgentRegistered,
+    AgentUpdated,
+    AgentUpdatedData,
     AssessmentGraded,
     AssessmentGradedData,
     BadgeAwarded,
@@ -130,12 +132,28 @@ def badge_awarded(
     )
 
 
-def agent_registered(agent: AgentSnapshot, at: datetime) -> AgentRegistered:
+def agent_registered(agent: AgentSnapshot, at: datetime, name: str = "Li Wei") -> AgentRegistered:
     return AgentRegistered.create(
         source=PROGRESS,
         subject=agent.agent_id,
         time=at,
-        data=AgentData(
-            agent_id=agent.agent_id, name="Li Wei", team_id=agent.team_id, tier=agent.tier
+        data=AgentData(agent_id=agent.agent_id, name=name, team_id=agent.team_id, tier=agent.tier),
+    )
+
+
+def agent_updated(
+    agent: AgentSnapshot, at: datetime, *, changed: list[str], name: str = "Li Wei"
+) -> AgentUpdated:
+    """The roster's update of `agent` (its team and tier as given) at `at`."""
+    return AgentUpdated.create(
+        source=PROGRESS,
+        subject=agent.agent_id,
+        time=at,
+        data=AgentUpdatedData(
+            agent_id=agent.agent_id,
+            name=name,
+            team_id=agent.team_id,
+            tier=agent.tier,
+            changed=changed,
         ),
     )
