@@ -205,6 +205,11 @@ def test_ranks_ties_names_neighbours_and_bad_requests(urls, bus):
     )
     lin = next(e for e in named["entries"] if e["agent_id"] == "rk-0")
     assert lin["team_id"] == "red"  # the current team, not the one on the award
+    # The service holds the roster's names beside the views it holds (names.py).
+    wait_until(
+        lambda: metric(a, "skillquest_leaderboard_view_names") >= 1,
+        message="the names held in memory",
+    )
 
     # around-me, in the middle and at both ends of the board
     middle = get(b, "/v1/leaderboards/2026-W40/agents/rk-2", neighbors=1).json()
@@ -386,6 +391,19 @@ def test_shuffled_and_repeated_stream_gives_the_canonical_boards_and_rebuild_equ
 def closes(bus: EventBus, key: str) -> list[dict]:
     events = [json.loads(r.value) for r in bus.read_all(GAMIFICATION_LEADERBOARDS)]
     return [e for e in events if e["subject"] == key]
+
+
+def metric(url: str, name: str) -> float:
+    """The value of an unlabelled metric on the service's /metrics."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return next(
+        (
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(f"{name} ")
+        ),
+        0.0,
+    )
 
 
 def closed_total(url: str) -> float:
