@@ -128,7 +128,10 @@ def agent_badges(
             )
         )
     facts = store.facts_of(db.collection(store.FACTS), agent_id)
-    catalog = store.catalog(db.collection(store.COURSES), rules.tags())
+    tags = rules.tags()
+    catalog = db.recent("catalog").get(
+        frozenset(tags), lambda: store.catalog(db.collection(store.COURSES), tags)
+    )
     progress_views = []
     for definition in rules.definitions:
         own = [f for f in facts if f.badge_id == definition.id]

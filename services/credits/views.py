@@ -30,6 +30,7 @@ from services.credits.readiness import Missing, missing, recommend
 from services.credits.readiness import Requirement as RequirementRule
 from services.credits.roster import AgentState, resolve
 from services.runtime.errors import BadRequest, NotFound
+from services.runtime.mongo import ServiceDatabase
 
 
 def lot_model(lot: Lot, at: datetime) -> CreditLot:
@@ -94,7 +95,7 @@ def _agent(source: store.Reader, agent_id: str, at: datetime) -> AgentState:
 
 
 def agent_credits(
-    source: store.Reader, agent_id: str, at: datetime, policy: Policy
+    source: ServiceDatabase, agent_id: str, at: datetime, policy: Policy
 ) -> AgentCredits:
     agent = _agent(source, agent_id, at)
     lots = store.lots_of(source, agent_id)
@@ -102,8 +103,11 @@ def agent_credits(
     next_tier_model, gaps = _readiness(agent, held, store.milestones_of(source, agent_id), policy)
     tiers = [t for t in (agent.tier, next_tier(agent.tier)) if t]  # type: ignore[arg-type]
     completed = {lot.course_id for lot in lots if lot.course_id}
+    catalogue = source.recent("published courses").get(
+        tuple(tiers), lambda: tuple(store.published_courses(source, tiers))
+    )
     recommendations = recommend(
-        store.published_courses(source, tiers),
+        catalogue,
         completed,
         agent.tier,  # type: ignore[arg-type]
         gaps,

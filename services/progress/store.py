@@ -217,15 +217,18 @@ def list_enrollments(
         query["completed_at"] = {"$ne": None}
     elif status == "in_progress":
         query["completed_at"] = None
-    total = db[ENROLLMENTS].count_documents(query)
-    found = (
+    found = list(
         db[ENROLLMENTS]
         .find(query)
         .sort([("enrolled_at", -1), ("_id", 1)])
         .skip(offset)
         .limit(limit)
     )
-    return total, list(found)
+    if len(found) < limit and (found or offset == 0):
+        # The page ends the list: the total is known without counting (a profile asks
+        # for every course in progress on one page, so this is the common case).
+        return offset + len(found), found
+    return db[ENROLLMENTS].count_documents(query), found
 
 
 def enrollment_from(document: Mapping[str, Any]) -> Enrollment:

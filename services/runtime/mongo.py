@@ -26,6 +26,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from contracts.envelope import CloudEvent
+from services.common.recent import RecentReads
 from services.runtime.outbox import (
     LEASES,
     OUTBOX,
@@ -177,12 +178,27 @@ class ServiceDatabase:
     """What a worker gets: the service's database and a way to run a unit of work."""
 
     def __init__(
-        self, client: MongoClient, db: Database, source: str, on_commit: Callable[[], None]
+        self,
+        client: MongoClient,
+        db: Database,
+        source: str,
+        on_commit: Callable[[], None],
+        recent_seconds: float = 0.0,
     ) -> None:
         self.client = client
         self.db = db
         self.source = source
         self._on_commit = on_commit
+        self._recent_seconds = recent_seconds
+        self._recent: dict[str, RecentReads[Any]] = {}
+
+    def recent(self, read: str) -> RecentReads[Any]:
+        """The recent answers of the read named `read` (one cache per name), kept for the
+        runtime's `reference_cache_seconds`: for reference data (the catalogue) read outside
+        a transaction, never for what a caller may have just changed."""
+        if read not in self._recent:
+            self._recent[read] = RecentReads(self._recent_seconds)
+        return self._recent[read]
 
     def collection(self, name: str) -> Collection:
         return self.db[name]
@@ -291,7 +307,11 @@ class Mongo(DependencyProvider):
         self._connect_documents(service)
         self.relay.attach(self.db, self.settings)
         self.database = ServiceDatabase(
-            self.client, self.db, f"skillquest/{service}", on_commit=self.relay.wake
+            self.client,
+            self.db,
+            f"skillquest/{service}",
+            on_commit=self.relay.wake,
+            recent_seconds=self.settings.reference_cache_seconds,
         )
         # In setup, not start: nameko finishes every extension's setup before it starts any,
         # so the consumer and the relay never run a transaction on a half-made schema.

@@ -49,6 +49,12 @@ class RuntimeSettings(BaseModel):
     #: the broker CPU: an idle stack (services, broker, database) used 0.44 of 2 cores at
     #: 50 ms, 0.25 at 100 ms.
     consumer_fetch_max_wait_ms: int = Field(100, ge=0, le=500)
+    #: How long a read of reference data (the course catalogue as each service holds it)
+    #: is answered from memory: reads are eventually consistent within about a second
+    #: anyway, and a profile consulted the catalogue three times (a fifth of its cost on
+    #: the local database). 0 reads it every time.
+    reference_cache_seconds: float = Field(1.0, ge=0, le=60)
+
     handler_max_attempts: int = Field(5, ge=1, description="Then the message is dead-lettered")
     handler_retry_backoff_seconds: float = Field(0.2, ge=0)
     handler_retry_backoff_max_seconds: float = Field(5.0, ge=0)

@@ -38,11 +38,13 @@ DAY = timedelta(days=1)
 MS = timedelta(milliseconds=1)
 
 
-def service_database(uri: str, name: str) -> ServiceDatabase:
+def service_database(uri: str, name: str, recent_seconds: float = 0.0) -> ServiceDatabase:
     client: MongoClient = MongoClient(uri, tz_aware=True, w="majority", journal=True)
     db = client[name]
     ensure_outbox_indexes(db)
-    return ServiceDatabase(client, db, "skillquest/credits", on_commit=lambda: None)
+    return ServiceDatabase(
+        client, db, "skillquest/credits", on_commit=lambda: None, recent_seconds=recent_seconds
+    )
 
 
 @pytest.fixture(scope="module")
@@ -387,6 +389,25 @@ def test_a_promotion_handled_before_earlier_completions_changes_nothing(db):
         ]
         outcomes.append([(m.data.target_tier, m.time, m.data.agent.tier) for m in met])
     assert outcomes[0] == outcomes[1] == [("advanced", to_millis(start + 3 * DAY), "foundation")]
+
+
+def test_the_catalogue_behind_recommendations_is_read_once_per_reference_cache_time(database):
+    db = service_database(database.uri, f"credits_recent_{uuid.uuid4().hex[:8]}", 60.0)
+    try:
+        agent = agent_id()
+        handle(db, registered(agent, NOW - 30 * DAY))
+        handle(db, published("first", NOW, "technology", 2))
+
+        def picks() -> list[str]:
+            return [c.course_id for c in view(db, agent).recommended_courses]
+
+        assert picks() == ["first"]
+        handle(db, published("second", NOW, "technology", 4))
+        assert picks() == ["first"]  # the catalogue read a moment ago
+        db.recent("published courses").clear()  # as when reference_cache_seconds passed
+        assert picks() == ["second", "first"]
+    finally:
+        db.client.close()
 
 
 def test_recommendations_follow_the_largest_gap(db):

@@ -405,6 +405,31 @@ def test_catalogue_publishing_updates_filters_and_paging(service):
     assert catalog[1]["data"]["title"] == "Renamed" and catalog[1]["data"]["credit_hours"] == 3.0
 
 
+def test_an_agents_courses_page_by_page_with_the_total_of_every_page(service):
+    api, _ = service
+    agent = "paging-agent"
+    api.ok("POST", "/v1/agents", {"agent_id": agent, "name": "Pei", "team_id": "team-p"}, 201)
+    courses = [f"paging-{n}" for n in range(3)]
+    for course in courses:
+        api.ok("POST", "/v1/courses", course_body(course, [lesson("l1")]), 201)
+        api.ok("POST", f"/v1/agents/{agent}/enrollments", {"course_id": course}, 201)
+    api.ok("POST", f"/v1/agents/{agent}/courses/{courses[0]}/modules/l1/complete")
+    base = f"/v1/agents/{agent}/courses"
+
+    def page(query: str) -> tuple[int, list[str]]:
+        found = api.ok("GET", f"{base}?{query}")
+        return found["total"], [c["course_id"] for c in found["courses"]]
+
+    newest_first = courses[::-1]
+    # A full page counts; a page that ends the list (or a page past its end) says the same.
+    assert page("limit=2") == (3, newest_first[:2])
+    assert page("limit=2&offset=2") == (3, newest_first[2:])
+    assert page("limit=5") == (3, newest_first)
+    assert page("limit=2&offset=5") == (3, [])
+    assert page("status=in_progress&limit=100") == (2, newest_first[:2])
+    assert page("status=completed&limit=1") == (1, [courses[0]])
+
+
 def test_completing_the_last_two_modules_at_once_completes_the_course_exactly_once(service):
     api, bus = service
     course = "race-course"
