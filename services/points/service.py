@@ -91,18 +91,20 @@ class PointsService(operations.ConsumerEndpoints):
 
     # --- events -------------------------------------------------------------------------
 
+    # Every event that may award points, whichever topic it came on, in one batch per poll:
+    # one transaction where three had run one after another (each a round of statements
+    # on the database, and a wait for the next poll for the events behind it).
     @consume(
-        LEARNING_PROGRESS, types=[ModuleCompleted.TYPE, AssessmentGraded.TYPE, CourseCompleted.TYPE]
+        (LEARNING_PROGRESS, WORK_TICKETS, GAMIFICATION_BADGES),
+        types=[
+            ModuleCompleted.TYPE,
+            AssessmentGraded.TYPE,
+            CourseCompleted.TYPE,
+            TicketResolved.TYPE,
+            BadgeAwarded.TYPE,
+        ],
     )
-    def on_progress(self, batch: EventBatch[AwardingEvent]) -> Any:
-        return self._award(batch)
-
-    @consume(WORK_TICKETS, types=[TicketResolved.TYPE])
-    def on_ticket(self, batch: EventBatch[TicketResolved]) -> Any:
-        return self._award(batch)
-
-    @consume(GAMIFICATION_BADGES, types=[BadgeAwarded.TYPE])
-    def on_badge(self, batch: EventBatch[BadgeAwarded]) -> Any:
+    def on_awarding_event(self, batch: EventBatch[AwardingEvent]) -> Any:
         return self._award(batch)
 
     @consume(PEOPLE_AGENTS, types=[AgentRegistered.TYPE, AgentUpdated.TYPE])

@@ -137,7 +137,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
     def start(self) -> None:
         if not self._providers_registered:
             return
-        topics = sorted({provider.topic for provider in self._providers})
+        topics = sorted({topic for provider in self._providers for topic in provider.topics})
         for topic in topics:
             self.metrics.families.prime_consumer([topic], known_types_for_topic(topic))
         self._running = True
@@ -303,7 +303,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                         return
                     continue  # handled already: skipped or dead-lettered
                 entrypoints = [
-                    p for p in self._providers if p.topic == topic and p.accepts(event.type)
+                    p for p in self._providers if topic in p.topics and p.accepts(event.type)
                 ]
                 if not entrypoints:
                     families.events_consumed.labels(topic, event.type, "ignored").inc()
@@ -354,7 +354,6 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
         """
         families = self.metrics.families
         s = self.settings
-        topic = entrypoint.topic
         batch = EventBatch(tuple(event for _, event in items), lane)
         started = time.monotonic()
         families.events_in_progress.inc(len(items))
@@ -368,13 +367,14 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                     return []
                 if exc_info is None:
                     seconds = time.monotonic() - started
-                    self._count_handled(topic, batch, result, seconds)
+                    self._count_handled(items, result, seconds)
                     if seconds >= SLOW_BATCH_SECONDS:
+                        topics = sorted({self._logical(record.topic) for record, _ in items})
                         log.info(
                             "%s: a batch of %d %s events took %.1fs",
                             entrypoint.method_name,
                             len(items),
-                            topic,
+                            "+".join(topics),
                             seconds,
                         )
                     return items
@@ -394,6 +394,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                     attempt += 1
                 if attempt >= s.handler_max_attempts:
                     record, event = items[0]
+                    topic = self._logical(record.topic)
                     if self._dead_letter(record, topic, "handler_failed", error, attempt, event):
                         return items
                     return []
@@ -423,12 +424,13 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
         return through
 
     def _count_handled(
-        self, topic: str, batch: EventBatch[CloudEvent], result: Any, seconds: float
+        self, items: list[tuple[ConsumerRecord, CloudEvent]], result: Any, seconds: float
     ) -> None:
         families = self.metrics.families
-        for event in batch.events:
+        for record, event in items:
             duplicate = isinstance(result, Handled) and not result.is_fresh(event.id)
             outcome = "duplicate" if duplicate else "handled"
+            topic = self._logical(record.topic)
             families.events_consumed.labels(topic, event.type, outcome).inc()
             # Each event waited for its whole batch: that is its handling time.
             families.handler_latency.labels(event.type).observe(seconds)
@@ -476,13 +478,16 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
 
 class KafkaEntrypoint(Entrypoint):
     """`@consume(topic, types=...)`: the method is called with an `EventBatch` of the
-    partition's events it accepts, and handles them in one transaction
-    (`ServiceDatabase.handle_batch`)."""
+    poll's events it accepts, and handles them in one transaction
+    (`ServiceDatabase.handle_batch`). `@consume((topic, topic), ...)` takes the events of
+    several topics in one batch: one transaction per poll for events handled alike."""
 
     consumer = KafkaConsumerExtension()
 
-    def __init__(self, topic: str, types: Iterable[str] | None = None, **kwargs: Any) -> None:
-        self.topic = topic
+    def __init__(
+        self, topic: str | tuple[str, ...], types: Iterable[str] | None = None, **kwargs: Any
+    ) -> None:
+        self.topics: tuple[str, ...] = (topic,) if isinstance(topic, str) else tuple(topic)
         self.types = frozenset(types) if types is not None else None
         super().__init__(**kwargs)
 

@@ -97,11 +97,11 @@ def consumed_topics(service: str) -> list[str]:
     classes = [c for c in vars(module).values() if getattr(c, "name", None) == service]
     if not classes:
         raise RebuildError(f"no nameko service named {service} in services.{service}.service")
-    topics = set()
+    topics: set[str] = set()
     for name in dir(classes[0]):
         for extension in getattr(getattr(classes[0], name), "nameko_entrypoints", ()):
             if isinstance(extension, KafkaEntrypoint):
-                topics.add(extension.topic)
+                topics.update(extension.topics)
     return sorted(topics)
 
 

@@ -11,7 +11,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from contracts.topics import GAMIFICATION_BADGES, LEARNING_PROGRESS, WORK_TICKETS
 from services.points.service import PointsService
 from tests.integration.points_events import PointsClient, published_points_events
 from tests.support.events import (
@@ -396,3 +398,36 @@ def test_the_latest_snapshot_by_event_time_files_an_adjustment(client, bus):
     # Each award counts in the team the agent had when it happened.
     teams = {e["reason"].split()[1]: e["team_id"] for e in client.points(agent_id)["history"]}
     assert teams == {"m-new": "team-new", "m-old": "team-old", "gesture": "team-new"}
+
+
+def consumed(client: PointsClient) -> Counter[tuple[str, str]]:
+    """Events handled so far, by (topic, type), from the service's /metrics."""
+    found: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "skillquest_events_consumed_total" and (
+                labels.get("outcome") == "handled"
+            ):
+                found[(labels["topic"], labels["type"])] += int(sample.value)
+    return found
+
+
+def test_one_entrypoint_awards_from_three_topics_and_counts_each_under_its_own(client, bus):
+    agent_id = new_agent("topics")
+    agent = snapshot(agent_id)
+    events = [
+        module_completed(agent, DAY),  # 10
+        ticket_resolved(agent, DAY + timedelta(minutes=1), "T-9", qa_score=95),  # 5
+        badge_awarded(agent, DAY + timedelta(minutes=2), bonus=20),  # 20
+    ]
+    before = consumed(client)
+    for event in events:
+        bus.publish(event)
+    wait_until(lambda: client.balance(agent_id) == 35, message="the three awards")
+    after = consumed(client)
+    assert {key: after[key] - before[key] for key in after if after[key] != before[key]} == {
+        (LEARNING_PROGRESS, events[0].type): 1,
+        (WORK_TICKETS, events[1].type): 1,
+        (GAMIFICATION_BADGES, events[2].type): 1,
+    }
