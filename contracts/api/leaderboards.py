@@ -4,6 +4,8 @@ Reads: `GET /v1/leaderboards/{period}` (a page of a board) and
 `GET /v1/leaderboards/{period}/agents/{agent_id}` (one agent's position with neighbours).
 `{period}` is `all-time`, `weekly` or `monthly` (the current one, in the configured time
 zone) or a key such as `2026-W48` (ISO week) or `2026-11` (month).
+`GET /v1/agents/{agent_id}/standings?periods=weekly,all-time` gives one agent's rank on
+several boards in one call (the gateway's profile); an agent not on a board has no rank there.
 Admin: `POST /v1/leaderboards/rebuild` recomputes every board from the applied-points log.
 """
 
@@ -13,7 +15,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from contracts.envelope import Contract
 from contracts.vocabulary import ID_PATTERN
@@ -23,6 +25,8 @@ SCOPE_PATTERN = r"^(global|team:" + ID_PATTERN[1:-1] + r"|tier:(foundation|advan
 SCOPE_HELP = "global, team:<team_id> or tier:<foundation|advanced|leadership>"
 MAX_LIMIT = 100
 MAX_NEIGHBORS = 10
+#: Boards one standings call may ask for.
+MAX_STANDINGS = 4
 
 
 def _valid_scope(value: str) -> str:
@@ -58,6 +62,33 @@ class PositionQuery(Contract):
     neighbors: int = Field(
         2, ge=0, le=MAX_NEIGHBORS, description="Entries to show above and below (0-10)"
     )
+
+
+def _split(value: object) -> object:
+    return [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+
+
+def _checked_periods(periods: list[str]) -> list[str]:
+    if not all(periods):
+        raise ValueError("an empty period: separate periods with single commas")
+    if len(set(periods)) != len(periods):
+        raise ValueError("a period is named twice")
+    if len(periods) > MAX_STANDINGS:
+        raise ValueError(f"at most {MAX_STANDINGS} periods")
+    return periods
+
+
+class StandingsQuery(Contract):
+    """Query string of `GET /v1/agents/{agent_id}/standings`."""
+
+    periods: Annotated[list[str], BeforeValidator(_split), AfterValidator(_checked_periods)] = (
+        Field(
+            default_factory=lambda: ["all-time"],
+            description=f"Comma-separated periods (up to {MAX_STANDINGS}): all-time, weekly, "
+            "monthly or a key such as 2026-W48",
+        )
+    )
+    scope: Scope = "global"
 
 
 class RebuildRequest(Contract):
@@ -100,6 +131,18 @@ class LeaderboardPosition(_Response):
         description="Up to k entries ranked just above, best first"
     )
     below: list[LeaderboardEntry] = Field(description="Up to k entries ranked just below")
+
+
+class AgentStanding(_Response):
+    period: str = Field(description="The period key, e.g. `2026-W48` or `all-time`")
+    rank: int | None = Field(ge=1, description="1-based; null when the agent is not on the board")
+    score: int = Field(description="0 when the agent is not on the board")
+
+
+class AgentStandings(_Response):
+    agent_id: str
+    scope: str
+    standings: list[AgentStanding] = Field(description="One per period asked, in that order")
 
 
 class RebuildReport(_Response):

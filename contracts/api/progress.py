@@ -359,6 +359,14 @@ class CourseProgressList(Response):
     courses: list[CourseProgress]
 
 
+class AgentSummary(Response):
+    """`GET /v1/agents/{agent_id}/summary` (same query as the courses): the roster entry and
+    a page of course progress in one call, for the gateway's profile."""
+
+    agent: Agent
+    courses: CourseProgressList
+
+
 class AttemptResult(Response):
     """What an attempt did: its number and grade, and the course progress after it."""
 

@@ -8,11 +8,14 @@ from typing import Any
 from pymongo.database import Database
 
 from contracts.api.leaderboards import (
+    AgentStanding,
+    AgentStandings,
     Leaderboard,
     LeaderboardEntry,
     LeaderboardPosition,
     LeaderboardQuery,
     PositionQuery,
+    StandingsQuery,
 )
 from services.leaderboards.boards import (
     ResolvedPeriod,
@@ -102,6 +105,33 @@ def leaderboard(
     if fresh_for > 0:
         _ANSWERED.put(key, read_at, page)
     return page
+
+
+def standings(
+    db: Database,
+    agent_id: str,
+    query: StandingsQuery,
+    *,
+    tz: str,
+    now: datetime,
+    fresh_for: float = 0.0,
+    views: BoardViews | None = None,
+) -> AgentStandings:
+    """One agent's rank and score on each board asked, as `position` finds them (no
+    neighbours): one call for the boards a profile shows."""
+    ask = PositionQuery(scope=query.scope, neighbors=0)
+    found = []
+    for period in query.periods:
+        try:
+            at = position(
+                db, period, agent_id, ask, tz=tz, now=now, fresh_for=fresh_for, views=views
+            )
+        except NotFound:
+            key = _resolve(period, query.scope, tz, now)[0].key
+            found.append(AgentStanding(period=key, rank=None, score=0))
+            continue
+        found.append(AgentStanding(period=at.period, rank=at.rank, score=at.score))
+    return AgentStandings(agent_id=agent_id, scope=query.scope, standings=found)
 
 
 def position(

@@ -14,12 +14,14 @@ from nameko.timer import timer
 from werkzeug.wrappers import Request
 
 from contracts.api.leaderboards import (
+    AgentStandings,
     Leaderboard,
     LeaderboardPosition,
     LeaderboardQuery,
     PositionQuery,
     RebuildReport,
     RebuildRequest,
+    StandingsQuery,
 )
 from contracts.events import AgentRegistered, AgentUpdated, PointsAwarded, PointsReversed
 from contracts.topics import GAMIFICATION_POINTS, PEOPLE_AGENTS
@@ -114,29 +116,27 @@ class LeaderboardsService(operations.ConsumerEndpoints):
     @http("GET", "/v1/leaderboards/<period>")
     def leaderboard(self, request: Request, period: str) -> Leaderboard:
         query = parse_query(request, LeaderboardQuery)
-        return queries.leaderboard(
-            self.db.db,
-            period,
-            query,
-            tz=self.settings.time_zone,
-            now=datetime.now(UTC),
-            fresh_for=self.settings.read_cache_seconds,
-            views=self.views,
-        )
+        return queries.leaderboard(self.db.db, period, query, **self._read_as())
 
     @http("GET", "/v1/leaderboards/<period>/agents/<agent_id>")
     def position(self, request: Request, period: str, agent_id: str) -> LeaderboardPosition:
         query = parse_query(request, PositionQuery)
-        return queries.position(
-            self.db.db,
-            period,
-            agent_id,
-            query,
-            tz=self.settings.time_zone,
-            now=datetime.now(UTC),
-            fresh_for=self.settings.read_cache_seconds,
-            views=self.views,
-        )
+        return queries.position(self.db.db, period, agent_id, query, **self._read_as())
+
+    @http("GET", "/v1/agents/<agent_id>/standings")
+    def standings(self, request: Request, agent_id: str) -> AgentStandings:
+        query = parse_query(request, StandingsQuery)
+        return queries.standings(self.db.db, agent_id, query, **self._read_as())
+
+    def _read_as(self) -> dict[str, Any]:
+        """What every read is answered with: the time zone and now (which periods are
+        current), how old a cached answer may be, and the read views."""
+        return {
+            "tz": self.settings.time_zone,
+            "now": datetime.now(UTC),
+            "fresh_for": self.settings.read_cache_seconds,
+            "views": self.views,
+        }
 
     @http("POST", "/v1/leaderboards/rebuild")
     def rebuild(self, request: Request) -> RebuildReport:

@@ -15,6 +15,7 @@ from contracts.api.progress import (
     AgentList,
     AgentPatch,
     AgentQuery,
+    AgentSummary,
     AttemptCreate,
     AttemptResult,
     CourseCreate,
@@ -225,6 +226,17 @@ class ProgressService(operations.OperationalEndpoints):
     def list_progress(self, request: Request, agent_id: str) -> Any:
         query = parse_query(request, CourseProgressQuery)
         require(find_agent(self.db.db, agent_id), f"agent {agent_id!r}")
+        return self._course_list(agent_id, query).model_dump(mode="json")
+
+    @http("GET", "/v1/agents/<agent_id>/summary")
+    def agent_summary(self, request: Request, agent_id: str) -> Any:
+        query = parse_query(request, CourseProgressQuery)
+        agent = require(find_agent(self.db.db, agent_id), f"agent {agent_id!r}")
+        return AgentSummary(
+            agent=agent_view(agent), courses=self._course_list(agent_id, query)
+        ).model_dump(mode="json")
+
+    def _course_list(self, agent_id: str, query: CourseProgressQuery) -> CourseProgressList:
         total, enrollments = list_enrollments(
             self.db.db, agent_id, status=query.status, limit=query.limit, offset=query.offset
         )
@@ -235,7 +247,7 @@ class ProgressService(operations.OperationalEndpoints):
             limit=query.limit,
             offset=query.offset,
             courses=[progress_view(e, courses[e["course_id"]]) for e in enrollments],
-        ).model_dump(mode="json")
+        )
 
     @http("GET", "/v1/agents/<agent_id>/courses/<course_id>")
     def get_progress(self, request: Request, agent_id: str, course_id: str) -> Any:

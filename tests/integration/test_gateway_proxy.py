@@ -325,12 +325,16 @@ def test_the_profile_gathers_everything_and_degrades_part_by_part(
     )
     standins["leaderboards"].answer(
         "GET",
-        "/v1/leaderboards/weekly/agents/ann",
+        "/v1/agents/ann/standings",
         200,
-        {"period": "2026-W48", "rank": 2, "score": 40},
-    )
-    standins["leaderboards"].answer(
-        "GET", "/v1/leaderboards/all-time/agents/ann", 200, {"rank": 7, "score": 120}
+        {
+            "agent_id": "ann",
+            "scope": "global",
+            "standings": [
+                {"period": "2026-W48", "rank": 2, "score": 40},
+                {"period": "all-time", "rank": 7, "score": 120},
+            ],
+        },
     )
     standins["credits"].answer(
         "GET", "/v1/agents/ann/credits", 200, {"agent_id": "ann", "total": 9}
@@ -346,7 +350,13 @@ def test_the_profile_gathers_everything_and_degrades_part_by_part(
         {"course_id": "c2", "status": "in_progress"},
     ]
     standins["progress"].answer(
-        "GET", "/v1/agents/ann/courses", 200, {"agent_id": "ann", "courses": courses}
+        "GET",
+        "/v1/agents/ann/summary",
+        200,
+        {
+            "agent": {"agent_id": "ann", "team_id": "t1", "tier": "advanced"},
+            "courses": {"agent_id": "ann", "courses": courses},
+        },
     )
     url = f"{gateway}/v1/agents/ann/profile"
     mia = auth("manager", "mia", team="t1")

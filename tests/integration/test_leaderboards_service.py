@@ -236,11 +236,31 @@ def test_ranks_ties_names_neighbours_and_bad_requests(urls, bus):
 
     missing = get(a, "/v1/leaderboards/2026-W40/agents/nobody")
     assert missing.status_code == 404 and "not on the 2026-W40 global board" in missing.text
+
+    # Several boards in one call (the profile's): no rank where the agent is not on one.
+    standings = get(b, "/v1/agents/rk-2/standings", periods="2026-W40, 2026-W41,all-time").json()
+    assert standings["agent_id"] == "rk-2" and standings["scope"] == "global"
+    all_time = get(b, "/v1/leaderboards/all-time/agents/rk-2", neighbors=0).json()
+    assert standings["standings"] == [
+        {"period": "2026-W40", "rank": 3, "score": 30},
+        {"period": "2026-W41", "rank": None, "score": 0},
+        {"period": "all-time", "rank": all_time["rank"], "score": 30},
+    ]
+    team = get(a, "/v1/agents/rk-3/standings", periods="2026-W40", scope="team:t1").json()
+    assert team["scope"] == "team:t1"
+    assert team["standings"] == [{"period": "2026-W40", "rank": 1, "score": 50}]
+    nobody = get(a, "/v1/agents/nobody/standings").json()["standings"]
+    assert nobody == [{"period": "all-time", "rank": None, "score": 0}]
+
     for path, params, says in [
         ("/v1/leaderboards/daily", {}, "all-time, weekly, monthly"),
         ("/v1/leaderboards/2026-W40", {"scope": "tier:expert"}, "scope"),
         ("/v1/leaderboards/2026-W40", {"limit": 101}, "limit"),
         ("/v1/leaderboards/2026-W40/agents/rk-0", {"neighbors": 11}, "neighbors"),
+        ("/v1/agents/rk-0/standings", {"periods": "weekly,,all-time"}, "empty period"),
+        ("/v1/agents/rk-0/standings", {"periods": "weekly,weekly"}, "named twice"),
+        ("/v1/agents/rk-0/standings", {"periods": "a,b,c,d,e"}, "at most 4"),
+        ("/v1/agents/rk-0/standings", {"periods": "daily"}, "all-time, weekly, monthly"),
     ]:
         response = get(a, path, **params)
         assert response.status_code == 400, response.text

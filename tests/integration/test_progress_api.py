@@ -429,6 +429,15 @@ def test_an_agents_courses_page_by_page_with_the_total_of_every_page(service):
     assert page("status=in_progress&limit=100") == (2, newest_first[:2])
     assert page("status=completed&limit=1") == (1, [courses[0]])
 
+    # The roster entry and a page of courses in one call (the gateway's profile).
+    summary = api.ok("GET", f"/v1/agents/{agent}/summary?status=in_progress&limit=100")
+    assert summary["agent"]["agent_id"] == agent and summary["agent"]["name"] == "Pei"
+    in_progress = summary["courses"]
+    assert in_progress["total"] == 2
+    assert [c["course_id"] for c in in_progress["courses"]] == newest_first[:2]
+    api.refused("GET", "/v1/agents/nobody-here/summary", None, 404)
+    api.refused("GET", f"/v1/agents/{agent}/summary?limit=0", None, 400)
+
 
 def test_completing_the_last_two_modules_at_once_completes_the_course_exactly_once(service):
     api, bus = service

@@ -204,23 +204,32 @@ class FakeDownstream:
 
 
 ANSWERS = {
-    ("progress", "/v1/agents/ann"): (200, {"agent_id": "ann", "team_id": "t1", "tier": "advanced"}),
-    ("points", "/v1/agents/ann/points"): (200, {"agent_id": "ann", "balance": 120, "history": []}),
-    ("leaderboards", "/v1/leaderboards/weekly/agents/ann"): (
+    ("progress", "/v1/agents/ann/summary"): (
         200,
-        {"period": "2026-W48", "rank": 3, "score": 40, "above": [], "below": []},
+        {
+            "agent": {"agent_id": "ann", "team_id": "t1", "tier": "advanced"},
+            "courses": {
+                "courses": [
+                    {"course_id": "c1", "status": "completed"},
+                    {"course_id": "c2", "status": "in_progress"},
+                ]
+            },
+        },
+    ),
+    ("points", "/v1/agents/ann/points"): (200, {"agent_id": "ann", "balance": 120, "history": []}),
+    ("leaderboards", "/v1/agents/ann/standings"): (
+        200,
+        {
+            "agent_id": "ann",
+            "scope": "global",
+            "standings": [
+                {"period": "2026-W48", "rank": 3, "score": 40},
+                {"period": "all-time", "rank": None, "score": 0},
+            ],
+        },
     ),
     ("credits", "/v1/agents/ann/credits"): (200, {"agent_id": "ann", "total": 6.5}),
     ("badges", "/v1/agents/ann/badges"): (200, {"agent_id": "ann", "badges": []}),
-    ("progress", "/v1/agents/ann/courses"): (
-        200,
-        {
-            "courses": [
-                {"course_id": "c1", "status": "completed"},
-                {"course_id": "c2", "status": "in_progress"},
-            ]
-        },
-    ),
 }
 CALLER = Caller("ann", "agent")
 
@@ -232,11 +241,19 @@ def test_the_profile_gathers_every_part() -> None:
     assert profile.points == {"agent_id": "ann", "balance": 120, "history": []}
     assert profile.ranks.weekly is not None and profile.ranks.weekly.rank == 3
     assert profile.ranks.weekly.period == "2026-W48"
-    # not on the all-time board (404): no rank, but not an outage either
+    # not on the all-time board: no rank, but not an outage either
     assert profile.ranks.all_time is not None and profile.ranks.all_time.rank is None
+    assert profile.ranks.all_time.period == "all-time"
     assert profile.credits == {"agent_id": "ann", "total": 6.5}
     assert [c["course_id"] for c in profile.courses_in_progress or []] == ["c2"]
     assert ("points", "/v1/agents/ann/points", "limit=5") in downstream.calls
+    # Five calls: one for the roster entry and the courses, one for both ranks.
+    assert len(downstream.calls) == 5
+    assert (
+        "leaderboards",
+        "/v1/agents/ann/standings",
+        "periods=weekly,all-time&scope=global",
+    ) in downstream.calls
 
 
 @pytest.mark.parametrize(
@@ -268,7 +285,7 @@ def test_an_unexpected_answer_of_one_part_degrades_it_too() -> None:
 
 
 def test_the_profile_of_an_unknown_agent_is_404() -> None:
-    answers = {k: v for k, v in ANSWERS.items() if k != ("progress", "/v1/agents/ann")}
+    answers = {k: v for k, v in ANSWERS.items() if k != ("progress", "/v1/agents/ann/summary")}
     with pytest.raises(NotFound):
         build_profile(FakeDownstream(answers, set()), "ann", CALLER)  # type: ignore[arg-type]
 
