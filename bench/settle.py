@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from pymongo import MongoClient
 
-from bench.stack import Stack, consumed_topics
+from bench.stack import Stack
+from services.runtime.kafka import consumed_topics
 from services.runtime.outbox import OUTBOX
 
 CONSUMERS = ("points", "leaderboards", "credits", "badges")

@@ -9,7 +9,6 @@ them. Measurements read the servers directly (lag, outbox backlog, resident memo
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import secrets
 import shutil
@@ -18,7 +17,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 from pymongo import MongoClient
 
 from bench.config import ROOT, WORK_DIR, BenchConfig
@@ -38,21 +36,6 @@ SERVICES = ("progress", "points", "leaderboards", "credits", "badges", "gateway"
 #: Only the join of a new consumer group waits for this (half of it): the local-stack value.
 SESSION_TIMEOUT_MS = "6000"
 READY_TIMEOUT = 120.0
-
-
-def consumed_topics(service: str) -> list[str]:
-    """The topics a service's `@consume` entrypoints read, from the service class itself."""
-    module = importlib.import_module(f"services.{service}.service")
-    topics: set[str] = set()
-    for value in vars(module).values():
-        if not isinstance(value, type) or getattr(value, "name", None) != service:
-            continue
-        for attribute in vars(value).values():
-            for entrypoint in getattr(attribute, ENTRYPOINT_EXTENSIONS_ATTR, ()):
-                topic = getattr(entrypoint, "topic", None)
-                if topic is not None:
-                    topics.add(topic)
-    return sorted(topics)
 
 
 def peak_rss_mb(pid: int) -> dict[str, float]:

@@ -19,6 +19,7 @@ service that feeds it, with every rule about offsets in this file.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import time
 from collections import defaultdict
@@ -34,7 +35,12 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from nameko.exceptions import ContainerBeingKilled
-from nameko.extensions import Entrypoint, ProviderCollector, SharedExtension
+from nameko.extensions import (
+    ENTRYPOINT_EXTENSIONS_ATTR,
+    Entrypoint,
+    ProviderCollector,
+    SharedExtension,
+)
 from pymongo.errors import ConnectionFailure
 
 from contracts.envelope import CloudEvent
@@ -516,6 +522,21 @@ class KafkaEntrypoint(Entrypoint):
 
 
 consume = KafkaEntrypoint.decorator
+
+
+def consumed_topics(service: str) -> list[str]:
+    """The topics (logical names) the `@consume` entrypoints of the nameko service `service`
+    read, from its class in `services.<service>.service`. LookupError: no such service."""
+    module = importlib.import_module(f"services.{service}.service")
+    classes = [c for c in vars(module).values() if getattr(c, "name", None) == service]
+    if not classes:
+        raise LookupError(f"no nameko service named {service} in services.{service}.service")
+    topics: set[str] = set()
+    for name in dir(classes[0]):
+        for extension in getattr(getattr(classes[0], name), ENTRYPOINT_EXTENSIONS_ATTR, ()):
+            if isinstance(extension, KafkaEntrypoint):
+                topics.update(extension.topics)
+    return sorted(topics)
 
 
 def partition_groups(partitions: list[TopicPartition], groups: int) -> list[list[TopicPartition]]:

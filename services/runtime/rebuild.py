@@ -89,20 +89,12 @@ class RebuildError(RuntimeError):
 
 def consumed_topics(service: str) -> list[str]:
     """The topics the service's `@consume` entrypoints read (logical names)."""
-    import importlib
+    from services.runtime.kafka import consumed_topics as of_service
 
-    from services.runtime.kafka import KafkaEntrypoint
-
-    module = importlib.import_module(f"services.{service}.service")
-    classes = [c for c in vars(module).values() if getattr(c, "name", None) == service]
-    if not classes:
-        raise RebuildError(f"no nameko service named {service} in services.{service}.service")
-    topics: set[str] = set()
-    for name in dir(classes[0]):
-        for extension in getattr(getattr(classes[0], name), "nameko_entrypoints", ()):
-            if isinstance(extension, KafkaEntrypoint):
-                topics.update(extension.topics)
-    return sorted(topics)
+    try:
+        return of_service(service)
+    except LookupError as error:
+        raise RebuildError(str(error)) from None
 
 
 @dataclass
