@@ -2,8 +2,10 @@
 all-time global ranks, credit view, badges and in-progress courses, fetched concurrently.
 
 Five calls: progress answers the roster entry and the courses in one (`/summary`), the
-leaderboards both ranks in one (`/standings`); every call a profile saves is an HTTP hop in
-the gateway and in a service, a tenth of a profile's cost on the local stack.
+leaderboards both ranks in one (`/standings`); every call saved is an HTTP hop less in the
+gateway and in a service. Those two endpoints came with this gateway: roll out progress and
+the leaderboards before it (an older progress answers `/summary` with a 404, which reads as
+an unknown agent).
 
 A part whose service is down (or slow, or failing) is `null` and named in `unavailable`
 (both parts of a call that failed); the rest of the profile is still served. Only an agent
