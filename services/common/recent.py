@@ -35,7 +35,6 @@ class RecentReads(Generic[V]):
         max_keys: int = MAX_KEYS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.seconds = seconds
         self._kept: TTLCache[Hashable, V] | None = (
             TTLCache(maxsize=max_keys, ttl=seconds, timer=clock) if seconds > 0 else None
         )

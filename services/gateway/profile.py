@@ -37,6 +37,8 @@ class Part:
     service: str
     path: str
     query: str = ""
+    #: How the answer of a call for several parts is shared out (one part takes it whole).
+    share: Callable[[dict[str, Any]], dict[ProfilePart, Any]] | None = None
 
 
 class Missing:
@@ -66,16 +68,32 @@ def _fetch(downstream: Downstream, part: Part, caller: Caller, headers: dict[str
 RANK_PERIODS = ("weekly", "all-time")
 
 
+def _summary_shares(summary: dict[str, Any]) -> dict[ProfilePart, Any]:
+    return {"agent": summary.get("agent"), "courses": summary.get("courses")}
+
+
+def _standings_shares(standings: dict[str, Any]) -> dict[ProfilePart, Any]:
+    by_period = dict(zip(RANK_PERIODS, standings.get("standings") or [], strict=False))
+    return {"weekly_rank": by_period.get("weekly"), "all_time_rank": by_period.get("all-time")}
+
+
 def parts_for(agent_id: str, history_limit: int) -> list[Part]:
     agent = f"/v1/agents/{agent_id}"
     return [
-        Part(("agent", "courses"), "progress", f"{agent}/summary", "status=in_progress&limit=100"),
+        Part(
+            ("agent", "courses"),
+            "progress",
+            f"{agent}/summary",
+            "status=in_progress&limit=100",
+            share=_summary_shares,
+        ),
         Part(("points",), "points", f"{agent}/points", f"limit={history_limit}"),
         Part(
             ("weekly_rank", "all_time_rank"),
             "leaderboards",
             f"{agent}/standings",
             f"periods={','.join(RANK_PERIODS)}&scope=global",
+            share=_standings_shares,
         ),
         Part(("credits",), "credits", f"{agent}/credits"),
         Part(("badges",), "badges", f"{agent}/badges"),
@@ -85,12 +103,9 @@ def parts_for(agent_id: str, history_limit: int) -> list[Part]:
 def split(part: Part, answer: Any) -> dict[ProfilePart, Any]:
     """Each of the part's names with its share of the call's answer (the same outage or
     404 for all of them)."""
-    if answer is Unavailable or answer is Missing or len(part.names) == 1:
+    if answer is Unavailable or answer is Missing or part.share is None:
         return {name: answer for name in part.names}
-    if part.service == "progress":
-        return {"agent": answer.get("agent"), "courses": answer.get("courses")}
-    by_period = dict(zip(RANK_PERIODS, answer.get("standings") or [], strict=False))
-    return {"weekly_rank": by_period.get("weekly"), "all_time_rank": by_period.get("all-time")}
+    return part.share(answer)
 
 
 def in_progress(courses: Any) -> list[dict[str, Any]]:
