@@ -29,6 +29,7 @@ import requests
 import urllib3
 from kafka.partitioner.default import murmur2
 
+from bench.heap import frozen_heap
 from bench.stack import Stack
 from bench.stats import percentiles
 from bench.workload import Workload
@@ -359,7 +360,6 @@ def read_load(
         a: mint(stack.secret, sub=a, role="agent", ttl_seconds=3600) for a in profile_agents
     }
     lock = threading.Lock()
-    deadline = time.monotonic() + seconds
     kinds = [k for k, _ in MIX]
     weights = [w for _, w in MIX]
 
@@ -391,12 +391,14 @@ def read_load(
                     result.errors["profile:partial"] += 1
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result.seconds = time.monotonic() - started
+    with frozen_heap():
+        started = time.monotonic()
+        deadline = started + seconds
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        result.seconds = time.monotonic() - started
     return result
 
 

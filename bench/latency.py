@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from bench.heap import frozen_heap
 from bench.kafka_io import producer
 from bench.stack import Stack
 from bench.stats import percentiles
@@ -64,33 +65,34 @@ def run(
 
     sender = producer(stack.bootstrap, linger_ms=5)
     stream = iter(background)
-    watcher.start()
-    started = time.monotonic()
-    try:
-        for slot in range(total):
-            due = started + slot / rate
-            pause = due - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            if slot % every == 0:
-                agent_id = f"{PROBE_PREFIX}{slot:06d}"
-                message: Message | None = workload.probe(agent_id, datetime.now(UTC))
-                result.probes += 1
-            else:
-                message = next(stream, None)
-                agent_id = ""
-            if message is None:
-                continue
-            sent_at = time.monotonic()
-            sender.send(message.topic, key=message.key.encode(), value=message.value)
-            result.events += 1
-            if agent_id:
-                watcher.add(agent_id, sent_at)
-        sender.flush()
-        result.achieved_rate = result.events / (time.monotonic() - started)
-    finally:
-        watcher.finish(PROBE_TIMEOUT)
-        sender.close()
+    with frozen_heap():
+        watcher.start()
+        started = time.monotonic()
+        try:
+            for slot in range(total):
+                due = started + slot / rate
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                if slot % every == 0:
+                    agent_id = f"{PROBE_PREFIX}{slot:06d}"
+                    message: Message | None = workload.probe(agent_id, datetime.now(UTC))
+                    result.probes += 1
+                else:
+                    message = next(stream, None)
+                    agent_id = ""
+                if message is None:
+                    continue
+                sent_at = time.monotonic()
+                sender.send(message.topic, key=message.key.encode(), value=message.value)
+                result.events += 1
+                if agent_id:
+                    watcher.add(agent_id, sent_at)
+            sender.flush()
+            result.achieved_rate = result.events / (time.monotonic() - started)
+        finally:
+            watcher.finish(PROBE_TIMEOUT)
+            sender.close()
     return result
 
 

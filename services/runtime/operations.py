@@ -25,6 +25,7 @@ from services.runtime.dead_letters import (
     ReplayRequest,
 )
 from services.runtime.errors import NotFound
+from services.runtime.heap import StartupHeapFreeze
 from services.runtime.http import JsonRoute, http, parse_body, parse_query
 from services.runtime.lifecycle import Lifecycle
 from services.runtime.metrics import MetricFamilies, ServiceMetrics
@@ -52,6 +53,7 @@ class Operations(DependencyProvider):
     publisher = KafkaPublisher()
     metrics = ServiceMetrics()
     lifecycle = Lifecycle()
+    heap = StartupHeapFreeze()
 
     def setup(self) -> None:
         self.settings: RuntimeSettings = settings_from_config(self.container.config)
