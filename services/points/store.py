@@ -269,15 +269,21 @@ def history_page(
         .limit(limit + 1)
     )
     page = found[:limit]
-    reversals = {
-        doc["reversed_award_id"]: doc["_id"]
-        for doc in db[LEDGER].find(
+    if cursor is None:
+        # A reversal carries its award's event time and a later seq, so it comes just
+        # before the award in this order: every award on a first page has its reversal, if
+        # any, on the page too (the profile's read: one query instead of two).
+        shown = page
+    else:  # a reversal may be on an earlier page
+        shown = db[LEDGER].find(
             {
                 "source_event_id": {"$in": [entry["_id"] for entry in page]},
                 "rule_id": REVERSAL_RULE_ID,
             },
-            {"reversed_award_id": 1},
+            {"reversed_award_id": 1, "rule_id": 1},
         )
+    reversals = {
+        doc["reversed_award_id"]: doc["_id"] for doc in shown if doc["rule_id"] == REVERSAL_RULE_ID
     }
     for entry in page:
         entry["reversed_by"] = reversals.get(entry["_id"])

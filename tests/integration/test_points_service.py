@@ -319,6 +319,22 @@ def test_history_pages_are_stable_while_awards_arrive(client, bus):
     assert seen[5:] == ["module m-old of course c-1 completed"]
     assert third["next_cursor"] is None
 
+    # A reversal comes just before its award: on the same page, or the page before.
+    award = first["history"][0]
+    reversal_path = f"/v1/agents/{agent_id}/points/awards/{award['award_id']}/reversal"
+    undo = client.post(reversal_path, {"reason": "module retracted"}).json()
+    for size in (1, 2, 3):  # m-new, the reversal, m4, ...: apart, apart, on one first page
+        paged, cursor = [], None
+        while True:
+            page = client.points(agent_id, limit=size, cursor=cursor)
+            paged += page["history"]
+            if (cursor := page["next_cursor"]) is None:
+                break
+        ids = [e["award_id"] for e in paged]
+        assert ids[1:3] == [undo["award_id"], award["award_id"]], size
+        assert [e["award_id"] for e in paged if e["reversed_by"]] == [award["award_id"]], size
+        assert paged[2]["reversed_by"] == undo["award_id"]
+
     bad = client.get(f"/v1/agents/{agent_id}/points?cursor=not-a-cursor")
     assert bad.status_code == 400
     assert client.get(f"/v1/agents/{agent_id}/points?limit=500").status_code == 400
