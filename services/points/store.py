@@ -269,6 +269,7 @@ def history_page(
         .limit(limit + 1)
     )
     page = found[:limit]
+    shown: Iterable[dict[str, Any]]
     if cursor is None:
         # A reversal carries its award's event time and a later seq, so it comes just
         # before the award in this order: every award on a first page has its reversal, if

@@ -103,10 +103,11 @@ def test_completions_in_any_order_fill_the_view_and_meet_the_requirement_once(ur
 
     # The catalogue behind recommendations is read at most once a second (the API's
     # eventual consistency): poll for it, as clients are told to.
-    view = wait_until(
-        lambda: (v := view_of(url, agent)) and v["total"] == 12 and len(ours_recommended(v)) >= 3 and v,
-        message="three deposits and the catalogue",
-    )
+    def deposited_and_recommended() -> dict | None:
+        view = view_of(url, agent)
+        return view if view and view["total"] == 12 and len(ours_recommended(view)) >= 3 else None
+
+    view = wait_until(deposited_and_recommended, message="three deposits and the catalogue")
     assert view["tier"] == "foundation"
     assert view["by_dimension"] == {"communication": 4, "technology": 4, "problem_solving": 4}
     assert view["next_tier"]["tier"] == "advanced"
