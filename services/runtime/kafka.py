@@ -224,6 +224,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                     heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
                     max_poll_records=s.consumer_max_poll_records,
                     fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
+                    fetch_min_bytes=s.consumer_fetch_min_bytes,
                 )
                 consumer.subscribe([s.topic(t) for t in topics])
                 return consumer
