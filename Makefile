@@ -34,7 +34,8 @@ run: install
 demo: install
 	$(BIN)/python -m deploy.local.demo
 
-test: install
+# The linters first: a style or type error fails the tests, so it never reaches main.
+test: lint
 	$(BIN)/python -m tests.parallel
 
 lint: install
