@@ -109,6 +109,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "events": lat.events,
             "probes": lat.probes,
             "lost": lat.lost,
+            "cpu_seconds": lat.cpu_seconds,
+            "database_time_by_statement": lat.database_time,
         }
         settler = Settler(stack)
         try:

@@ -22,9 +22,10 @@ from typing import Any
 
 import requests
 
+from bench import dbtime
 from bench.heap import frozen_heap
 from bench.kafka_io import producer
-from bench.stack import Stack
+from bench.stack import Stack, cpu_spent
 from bench.stats import percentiles
 from bench.workload import Message, Workload
 from services.leaderboards.boards import board_key
@@ -46,6 +47,10 @@ class LatencyResult:
     probes: int = 0
     lost: int = 0
     samples_ms: list[float] = field(default_factory=list)
+    #: Where the database and each process spent their time while the stream ran: at this
+    #: rate batches are small, and what each transaction costs whatever its size shows.
+    database_time: list[dict[str, Any]] = field(default_factory=list)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -65,6 +70,9 @@ def run(
 
     sender = producer(stack.bootstrap, linger_ms=5)
     stream = iter(background)
+    client = stack.mongo()
+    db_before = dbtime.snapshot(client)
+    cpu_before = stack.cpu_with_bench()
     with frozen_heap():
         watcher.start()
         started = time.monotonic()
@@ -93,6 +101,9 @@ def run(
         finally:
             watcher.finish(PROBE_TIMEOUT)
             sender.close()
+    result.cpu_seconds = cpu_spent(cpu_before, stack.cpu_with_bench())
+    result.database_time = dbtime.spent(db_before, dbtime.snapshot(client))
+    client.close()
     return result
 
 
