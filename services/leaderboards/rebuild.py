@@ -41,7 +41,9 @@ def rebuild_from_config(config: dict[str, Any]) -> Any:
     )
     try:
         db = client[runtime.database_name("leaderboards")]
-        database = ServiceDatabase(client, db, "skillquest/leaderboards", on_commit=lambda: None)
+        database = ServiceDatabase(
+            client, db, "skillquest/leaderboards", on_events_committed=lambda: None
+        )
         return rebuild(database, tz=settings.time_zone)
     finally:
         client.close()

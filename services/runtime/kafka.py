@@ -48,6 +48,7 @@ from contracts.parsing import MalformedEvent, UnknownEventType, parse_event
 from contracts.topics import REFERENCE_TOPICS
 from services.runtime.batches import EventBatch
 from services.runtime.dead_letters import dead_letter_for
+from services.runtime.fetch_pacing import FetchPacing
 from services.runtime.lifecycle import Lifecycle
 from services.runtime.metrics import ServiceMetrics, known_types_for_topic
 from services.runtime.mongo import Handled
@@ -182,10 +183,12 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
     def _run(self, topics: list[str]) -> None:
         try:
             self._consumer = self._connect(topics)
+            pacing = FetchPacing(self.settings)
             groups = self.settings.consumer_partition_concurrency
             pool = GreenPool(size=groups)
             while self._running:
                 batch = self._poll()
+                pacing.polled(self._consumer, sum(len(records) for records in batch.values()))
                 if batch:
                     for partition, records in batch.items():
                         self.tracker.start(partition, records[0].offset)
@@ -225,6 +228,7 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                     max_poll_records=s.consumer_max_poll_records,
                     fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
                     fetch_min_bytes=s.consumer_fetch_min_bytes,
+                    metrics_enabled=False,
                 )
                 consumer.subscribe([s.topic(t) for t in topics])
                 return consumer

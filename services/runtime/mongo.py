@@ -182,13 +182,13 @@ class ServiceDatabase:
         client: MongoClient,
         db: Database,
         source: str,
-        on_commit: Callable[[], None],
+        on_events_committed: Callable[[], None],
         recent_seconds: float = 0.0,
     ) -> None:
         self.client = client
         self.db = db
         self.source = source
-        self._on_commit = on_commit
+        self._on_events_committed = on_events_committed
         self._recent_seconds = recent_seconds
         self._recent: dict[str, RecentReads[Any]] = {}
 
@@ -211,20 +211,25 @@ class ServiceDatabase:
         """
         attempts = 0
         started = time.monotonic()
+        queued = False  # whether the attempt that committed wrote events to the outbox
         with self.client.start_session() as session:
 
             def attempt(session: ClientSession) -> T:
-                nonlocal attempts
+                nonlocal attempts, queued
                 attempts += 1
                 uow = UnitOfWork(self.db, session, self.source)
                 result = work(uow)
                 uow._write_outbox()
+                queued = bool(uow.pending_events)
                 return result
 
             result = session.with_transaction(
                 attempt, read_concern=ReadConcern("snapshot"), write_concern=DURABLE
             )
-        self._on_commit()
+        if queued:
+            # Only then has the relay something new to publish: a commit without events
+            # would cost it a query of the outbox for nothing.
+            self._on_events_committed()
         if attempts > 1:
             # Each retry ran the whole unit of work again: worth knowing when it happens.
             log.info(
@@ -310,7 +315,7 @@ class Mongo(DependencyProvider):
             self.client,
             self.db,
             f"skillquest/{service}",
-            on_commit=self.relay.wake,
+            on_events_committed=self.relay.wake,
             recent_seconds=self.settings.reference_cache_seconds,
         )
         # In setup, not start: nameko finishes every extension's setup before it starts any,

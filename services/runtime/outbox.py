@@ -140,6 +140,9 @@ class OutboxRelay(Extension):
         self._wake = Event()
         self._running = False
         self._thread: Any = None
+        #: What the last round left pending, in commit order, when it saw every pending
+        #: document (None: it did not, or no round ran since the loop's last pass).
+        self.left_pending: list[dict[str, Any]] | None = None
 
     def attach(self, db: Database, settings: RuntimeSettings) -> None:
         self.db = db
@@ -176,6 +179,7 @@ class OutboxRelay(Extension):
         reported_at = 0.0
         while self._running:
             published = 0
+            self.left_pending = None
             try:
                 if self.lease.acquire_or_renew():
                     published = self.relay_once()
@@ -188,7 +192,7 @@ class OutboxRelay(Extension):
             if time.monotonic() - reported_at >= BACKLOG_REPORT_SECONDS:
                 reported_at = time.monotonic()
                 with contextlib.suppress(PyMongoError):
-                    self._report_backlog()
+                    self._report_backlog(self.left_pending)
             if published < self.settings.outbox_batch_size:
                 self._wait(self.settings.outbox_poll_interval_seconds)
 
@@ -205,6 +209,7 @@ class OutboxRelay(Extension):
         events); returns how many were published."""
         pending = []
         events = 0
+        whole = True  # whether `pending` is every pending document
         # Closed on leaving the block, even when the loop stops early: the server keeps an
         # open cursor (and its place in the collection) until told or until it times out.
         with self.db[OUTBOX].find({"sent_at": None}).sort("_id", 1) as cursor:
@@ -212,15 +217,22 @@ class OutboxRelay(Extension):
                 pending.append(doc)
                 events += len(events_of(doc))
                 if events >= self.settings.outbox_batch_size:
+                    whole = False
                     break
         if not pending:
+            self.left_pending = []
             return 0
         messages = [
             OutgoingMessage(e["topic"], e["key"], bytes(e["value"]))
             for doc in pending
             for e in events_of(doc)
         ]
-        outcomes = iter(self.publisher.send_all(messages))
+        failure: PublishError | None = None
+        try:
+            acknowledged = self.publisher.send_all(messages)
+        except PublishError as error:  # nothing acknowledged: raised once the backlog is known
+            acknowledged, failure = [False] * len(messages), error
+        outcomes = iter(acknowledged)
         # Stop at the first document not wholly acknowledged: marking later ones sent would
         # let them overtake it. Its acknowledged events go again: consumers dedupe by id.
         sent = []
@@ -237,15 +249,25 @@ class OutboxRelay(Extension):
             for doc in sent:
                 for e in events_of(doc):
                     self.metrics.families.events_published.labels(e["topic"], e["type"]).inc()
+        if whole:
+            self.left_pending = pending[len(sent) :]
+        if failure is not None:
+            raise failure
         if len(sent) < len(pending):
             raise PublishError(f"{len(messages) - published} events not acknowledged")
         return published
 
-    def _report_backlog(self) -> None:
+    def _report_backlog(self, pending: list[dict[str, Any]] | None = None) -> None:
+        """`pending`: the documents still pending as this round's relay saw them all (None:
+        it did not, and they are read). An idle relay thus reports with no query of its
+        own: at a poll every half second, the report's query had been a third of them."""
         families = self.metrics.families
-        pending = list(
-            self.db[OUTBOX].find({"sent_at": None}, {"count": 1, "created_at": 1}).sort("_id", 1)
-        )
+        if pending is None:
+            pending = list(
+                self.db[OUTBOX]
+                .find({"sent_at": None}, {"count": 1, "created_at": 1})
+                .sort("_id", 1)
+            )
         families.outbox_backlog.set(sum(doc.get("count", 1) for doc in pending))
         age = 0.0
         if pending:

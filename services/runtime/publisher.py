@@ -60,8 +60,14 @@ class KafkaPublisher(SharedExtension):
                     linger_ms=s.producer_linger_ms,
                     batch_size=128 * 1024,
                     delivery_timeout_ms=s.producer_delivery_timeout_ms,
-                    request_timeout_ms=min(s.producer_delivery_timeout_ms, 15_000),
+                    # kafka-python requires delivery >= linger + request timeout.
+                    request_timeout_ms=min(
+                        s.producer_delivery_timeout_ms - s.producer_linger_ms, 15_000
+                    ),
                     max_block_ms=s.producer_delivery_timeout_ms,
+                    # A broker away when the producer is made: give up as on a send.
+                    bootstrap_timeout_ms=s.producer_delivery_timeout_ms,
+                    metrics_enabled=False,
                 )
             return self._producer
 

@@ -43,7 +43,11 @@ def service_database(uri: str, name: str, recent_seconds: float = 0.0) -> Servic
     db = client[name]
     ensure_outbox_indexes(db)
     return ServiceDatabase(
-        client, db, "skillquest/credits", on_commit=lambda: None, recent_seconds=recent_seconds
+        client,
+        db,
+        "skillquest/credits",
+        on_events_committed=lambda: None,
+        recent_seconds=recent_seconds,
     )
 
 
@@ -580,7 +584,9 @@ def test_a_batch_takes_a_fixed_number_of_statements_whatever_its_size(database):
     client: MongoClient = MongoClient(
         database.uri, tz_aware=True, w="majority", journal=True, event_listeners=[statements]
     )
-    db = ServiceDatabase(client, client[name], "skillquest/credits", on_commit=lambda: None)
+    db = ServiceDatabase(
+        client, client[name], "skillquest/credits", on_events_committed=lambda: None
+    )
     ensure_outbox_indexes(db.db)
     try:
         counts = []

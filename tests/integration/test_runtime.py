@@ -8,15 +8,19 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
+from kafka import KafkaConsumer, TopicPartition
 from pymongo import MongoClient
 
 from contracts.events import TicketResolved
 from contracts.topics import WORK_TICKETS, dead_letter_topic
 from services.runtime.dead_letters import DeadLetterStore
+from services.runtime.fetch_pacing import FetchPacing
 from services.runtime.kafka import KafkaConsumerExtension
 from services.runtime.mongo import Mongo
-from services.runtime.outbox import OUTBOX
+from services.runtime.outbox import OUTBOX, outbox_events
+from services.runtime.settings import RuntimeSettings
 from tests.integration.sample_service import SampleService
+from tests.support.databases import fresh_service_database
 from tests.support.events import ticket
 from tests.support.harness import (
     EventBus,
@@ -54,6 +58,12 @@ def counts(config, agent_id: str) -> dict:
 
 def dead_letters(bus: EventBus) -> list[dict]:
     return [json.loads(r.value) for r in bus.read_all(dead_letter_topic("sample"))]
+
+
+def gauge(config, name: str) -> float:
+    """An unlabelled sample of the service's /metrics."""
+    text = requests.get(f"{base_url(config)}/metrics", timeout=5).text
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
 def consumer_of(container) -> KafkaConsumerExtension:
@@ -136,7 +146,13 @@ def test_malformed_and_unknown_messages_do_not_block_the_partition(config, bus):
         assert "Invalid JSON" in letters[0]["error"]
 
 
-def test_outbox_write_succeeds_while_the_broker_is_down_and_arrives_once(config, bus, broker):
+def test_outbox_write_succeeds_while_the_broker_is_down_and_arrives_once(
+    broker, database, prefix, bus
+):
+    # A relay round gives up on the broker after 2 s (30 by default), and reports then.
+    config = service_config(
+        broker, database, prefix, RUNTIME={"producer_delivery_timeout_ms": 2_000}
+    )
     with running(SampleService, config):
         wait_until(lambda: requests.get(f"{base_url(config)}/readyz", timeout=5).ok)
         broker.pause()
@@ -147,9 +163,24 @@ def test_outbox_write_succeeds_while_the_broker_is_down_and_arrives_once(config,
                 timeout=10,
             )
             assert response.status_code == 202
+            # The relay keeps trying, and the backlog it reports is the event waiting.
+            wait_until(
+                lambda: (
+                    gauge(config, "skillquest_outbox_backlog_events") == 1
+                    and gauge(config, "skillquest_outbox_oldest_pending_age_seconds") > 0
+                ),
+                message="the backlog reported",
+            )
         finally:
             broker.resume()
         wait_until(lambda: counts(config, "agent-4")["tickets"] == 1, timeout=40)
+        wait_until(
+            lambda: (
+                gauge(config, "skillquest_outbox_backlog_events") == 0
+                and gauge(config, "skillquest_outbox_oldest_pending_age_seconds") == 0
+            ),
+            message="the backlog reported empty",
+        )
         published = [
             r for r in bus.read_all(WORK_TICKETS) if json.loads(r.value)["subject"] == "agent-4"
         ]
@@ -249,3 +280,50 @@ def test_a_replayed_dead_letter_that_now_succeeds_is_applied_once(config, bus, b
         bus.publish(ticket("agent-6", "T-after"))
         wait_until(lambda: counts(config, "agent-6")["tickets"] == 2, message="later ticket")
         assert counts(config, "agent-6")["ticket_ids"] == ["flaky-1", "T-after"]
+
+
+def test_only_a_commit_that_queued_events_wakes_the_relay(database):
+    client: MongoClient = MongoClient(database.uri, tz_aware=True)
+    service_db = fresh_service_database(client, "sample", ())
+    try:
+        woken = []
+        service_db._on_events_committed = lambda: woken.append(True)
+        service_db.db.create_collection("notes")
+        event = ticket("agent-5", "T-wake", qa_score=90)
+        service_db.transaction(
+            lambda uow: uow.collection("notes").insert_one({}, session=uow.session)
+        )
+        assert woken == []  # nothing new for the relay: no query of the outbox
+        service_db.transaction(lambda uow: uow.publish(event))
+        assert woken == [True]
+        assert [e["event_id"] for e in outbox_events(service_db.db)] == [event.id]
+    finally:
+        client.drop_database(service_db.db.name)
+        client.close()
+
+
+def test_idle_fetch_pacing_reaches_the_fetch_requests_kafka_python_sends(broker, prefix):
+    """Pins what fetch pacing relies on in kafka-python (a private part): the consumer's
+    fetcher builds each fetch request from the settings dict that pacing changes."""
+    topic = f"{prefix}pacing"
+    bus = EventBus(broker.bootstrap, "")
+    bus.send(topic, "k", b"{}")
+    bus.close()
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, fetch_min_bytes=65_536, fetch_max_wait_ms=100
+    )
+    try:
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        consumer.seek(partition, 0)
+        settings = RuntimeSettings(
+            consumer_fetch_min_bytes=65_536,
+            consumer_fetch_max_wait_ms=100,
+            consumer_idle_fetch_max_wait_ms=700,
+        )
+        FetchPacing(settings, idle_after=0.0).polled(consumer, 0)
+        requests_built = consumer._fetcher._create_fetch_requests()
+        sent = [request for request, _ in requests_built.values()]
+        assert [(r.min_bytes, r.max_wait_ms) for r in sent] == [(1, 700)]
+    finally:
+        consumer.close()

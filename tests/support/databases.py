@@ -28,4 +28,4 @@ def fresh_service_database(
             db[document._get_collection_name()].create_index(
                 spec["fields"], unique=spec.get("unique", False)
             )
-    return ServiceDatabase(client, db, f"skillquest/{service}", on_commit=lambda: None)
+    return ServiceDatabase(client, db, f"skillquest/{service}", on_events_committed=lambda: None)
