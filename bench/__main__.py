@@ -109,6 +109,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "events": lat.events,
             "probes": lat.probes,
             "lost": lat.lost,
+            "stages_ms": lat.stages,
             "cpu_seconds": lat.cpu_seconds,
             "database_time_by_statement": lat.database_time,
         }

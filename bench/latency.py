@@ -17,12 +17,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
 
-from bench import dbtime
+from bench import dbtime, stages
 from bench.heap import frozen_heap
 from bench.kafka_io import producer
 from bench.stack import Stack, cpu_spent
@@ -51,6 +51,8 @@ class LatencyResult:
     #: rate batches are small, and what each transaction costs whatever its size shows.
     database_time: list[dict[str, Any]] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    #: Each probe's path split at the services' own records (stages.py).
+    stages: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ def run(
     client = stack.mongo()
     db_before = dbtime.snapshot(client)
     cpu_before = stack.cpu_with_bench()
+    started_at = datetime.now(UTC) - timedelta(seconds=1)  # ObjectIds keep whole seconds
     with frozen_heap():
         watcher.start()
         started = time.monotonic()
@@ -103,6 +106,10 @@ def run(
             sender.close()
     result.cpu_seconds = cpu_spent(cpu_before, stack.cpu_with_bench())
     result.database_time = dbtime.spent(db_before, dbtime.snapshot(client))
+    to_unix = time.time() - time.monotonic()
+    databases = {name: stack.database_name(name) for name in ("points", "leaderboards")}
+    seen = {a: (sent + to_unix, at + to_unix) for a, (sent, at) in watcher.seen.items()}
+    result.stages = stages.split(client, databases, seen, since=started_at)
     client.close()
     return result
 
@@ -116,6 +123,7 @@ class ProbeWatcher:
         self.client = stack.mongo()
         self.entries = self.client[stack.database_name("leaderboards")][ENTRIES]
         self.pending: dict[str, float] = {}  # agent id -> sent at (time.monotonic())
+        self.seen: dict[str, tuple[float, float]] = {}  # agent id -> (sent at, seen at)
         self.lock = threading.Lock()
         self.closing = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -172,5 +180,6 @@ class ProbeWatcher:
                     seen = time.monotonic()
                     with self.lock:
                         self.result.samples_ms.append((seen - pending[agent_id]) * 1000)
+                        self.seen[agent_id] = (pending[agent_id], seen)
                         self.pending.pop(agent_id, None)
             time.sleep(POLL_SECONDS)
