@@ -106,6 +106,7 @@ def run(
             sender.close()
     result.cpu_seconds = cpu_spent(cpu_before, stack.cpu_with_bench())
     result.database_time = dbtime.spent(db_before, dbtime.snapshot(client))
+    result.samples_ms = [(at - sent) * 1000 for sent, at in watcher.seen.values()]
     to_unix = time.time() - time.monotonic()
     databases = {name: stack.database_name(name) for name in ("points", "leaderboards")}
     seen = {a: (sent + to_unix, at + to_unix) for a, (sent, at) in watcher.seen.items()}
@@ -179,7 +180,6 @@ class ProbeWatcher:
                 if response.status_code == 200:
                     seen = time.monotonic()
                     with self.lock:
-                        self.result.samples_ms.append((seen - pending[agent_id]) * 1000)
                         self.seen[agent_id] = (pending[agent_id], seen)
                         self.pending.pop(agent_id, None)
             time.sleep(POLL_SECONDS)

@@ -30,7 +30,7 @@ from pymongo import MongoClient
 from bench.stats import percentiles
 from services.leaderboards.store import APPLIED
 from services.points.store import LEDGER
-from services.runtime.mongo import find_in
+from services.runtime.mongo import IDS_PER_QUERY, find_in
 from services.runtime.outbox import OUTBOX
 
 STAGES = (
@@ -40,7 +40,6 @@ STAGES = (
     "to_leaderboards_batch",
     "leaderboards_batch_to_seen",
 )
-IDS_PER_QUERY = 50
 
 
 def split(
