@@ -142,15 +142,13 @@ def run(config: BenchConfig) -> dict[str, Any]:
         reads_profiler = Profiler(stack, WORK_DIR, "reads") if config.profile == "reads" else None
         if reads_profiler is not None:
             reads_profiler.start(config.api_seconds)
-        client = stack.mongo()
-        before = dbtime.snapshot(client)
+        before = dbtime.snapshot(stack)
         cpu_before = stack.cpu_with_bench()
         reads = api.read_load(
             stack, board_agents, profiles, config.api_seconds, config.api_clients, config.seed
         )
         reads.cpu_seconds = cpu_spent(cpu_before, stack.cpu_with_bench())
-        reads.database_time = dbtime.spent(before, dbtime.snapshot(client))
-        client.close()
+        reads.database_time = dbtime.spent(before, dbtime.snapshot(stack))
         if reads_profiler is not None:
             report["profile_reads"] = reads_profiler.finish()
         reads.agents_on_board = on_board + to_load

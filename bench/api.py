@@ -132,7 +132,7 @@ def bulk_load(stack: Stack, workload: Workload, count: int, seed: int) -> dict[s
         )
     entries = fold(changes, workload.tz)
     lanes = {c.agent_id: agent_lane(c.agent_id) for c in changes}
-    client = stack.mongo()
+    client = stack.mongo("leaderboards")
     db = client[stack.database_name("leaderboards")]
     load = Load()
     try:
@@ -255,7 +255,7 @@ class Load:
 
 def agents_on_all_time_board(stack: Stack) -> int:
     """Agents on the all-time global board now: the sum of its score count maps."""
-    client = stack.mongo()
+    client = stack.mongo("leaderboards")
     try:
         return total(
             BoardReader(client[stack.database_name("leaderboards")]).histogram(ALL_TIME_GLOBAL)
@@ -267,7 +267,7 @@ def agents_on_all_time_board(stack: Stack) -> int:
 def verify_load(stack: Stack, sample_agents: list[str], tz: str) -> dict[str, Any]:
     """The rebuild's per-agent comparison (log fold vs stored entries, and each entry in its
     agent's lane) for a sample, and the lookups the position endpoint makes."""
-    client = stack.mongo()
+    client = stack.mongo("leaderboards")
     try:
         reader = BoardReader(client[stack.database_name("leaderboards")])
         wrong = 0
@@ -306,7 +306,7 @@ def warm_views(stack: Stack, profile_agent: str, tz: str, timeout: float) -> flo
     them and the names of everyone the roster has named. Returns the seconds it took
     (reported), None if they were not held within `timeout` (the reads then run on the
     database as well)."""
-    client = stack.mongo()
+    client = stack.mongo("leaderboards")
     try:
         db = client[stack.database_name("leaderboards")]
         reader = BoardReader(db)

@@ -6,15 +6,29 @@ are of the time the statements themselves took.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo import MongoClient
+
+if TYPE_CHECKING:
+    from bench.stack import Stack
 
 KINDS = ("queries", "getmore", "insert", "update", "remove", "commands")
 
 
-def snapshot(client: MongoClient) -> dict[str, dict[str, tuple[int, int]]]:
-    """{namespace: {kind: (microseconds, count)}} as the server reports it now."""
+def snapshot(stack: Stack) -> dict[str, dict[str, tuple[int, int]]]:
+    """{namespace: {kind: (microseconds, count)}} as the stack's database servers report it
+    now (each service's database is on one of them, so namespaces do not collide)."""
+    taken: dict[str, dict[str, tuple[int, int]]] = {}
+    for client in stack.database_clients():
+        try:
+            taken.update(_server_snapshot(client))
+        finally:
+            client.close()
+    return taken
+
+
+def _server_snapshot(client: MongoClient) -> dict[str, dict[str, tuple[int, int]]]:
     totals = client.admin.command("top").get("totals", {})
     taken: dict[str, dict[str, tuple[int, int]]] = {}
     for namespace, kinds in totals.items():

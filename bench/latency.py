@@ -72,8 +72,7 @@ def run(
 
     sender = producer(stack.bootstrap, linger_ms=5)
     stream = iter(background)
-    client = stack.mongo()
-    db_before = dbtime.snapshot(client)
+    db_before = dbtime.snapshot(stack)
     cpu_before = stack.cpu_with_bench()
     started_at = datetime.now(UTC) - timedelta(seconds=1)  # ObjectIds keep whole seconds
     with frozen_heap():
@@ -105,13 +104,21 @@ def run(
             watcher.finish(PROBE_TIMEOUT)
             sender.close()
     result.cpu_seconds = cpu_spent(cpu_before, stack.cpu_with_bench())
-    result.database_time = dbtime.spent(db_before, dbtime.snapshot(client))
+    result.database_time = dbtime.spent(db_before, dbtime.snapshot(stack))
     result.samples_ms = [(at - sent) * 1000 for sent, at in watcher.seen.values()]
     to_unix = time.time() - time.monotonic()
-    databases = {name: stack.database_name(name) for name in ("points", "leaderboards")}
     seen = {a: (sent + to_unix, at + to_unix) for a, (sent, at) in watcher.seen.items()}
-    result.stages = stages.split(client, databases, seen, since=started_at)
-    client.close()
+    points, leaderboards = stack.mongo("points"), stack.mongo("leaderboards")
+    try:
+        result.stages = stages.split(
+            points[stack.database_name("points")],
+            leaderboards[stack.database_name("leaderboards")],
+            seen,
+            since=started_at,
+        )
+    finally:
+        points.close()
+        leaderboards.close()
     return result
 
 
@@ -121,7 +128,7 @@ class ProbeWatcher:
     def __init__(self, stack: Stack, result: LatencyResult) -> None:
         self.result = result
         self.url = stack.url("leaderboards")
-        self.client = stack.mongo()
+        self.client = stack.mongo("leaderboards")
         self.entries = self.client[stack.database_name("leaderboards")][ENTRIES]
         self.pending: dict[str, float] = {}  # agent id -> sent at (time.monotonic())
         self.seen: dict[str, tuple[float, float]] = {}  # agent id -> (sent at, seen at)

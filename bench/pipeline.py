@@ -86,8 +86,7 @@ def run(
         )
         if during is not None:
             during(60.0)
-        client: MongoClient = stack.mongo()
-        before = dbtime.snapshot(client)
+        before = dbtime.snapshot(stack)
         cpu_before = stack.cpu_with_bench()
         started = time.monotonic()
         publish(stack.bootstrap, stream)
@@ -96,8 +95,7 @@ def run(
         result.settle_seconds = settled_at - started
         result.events_per_s = result.events / result.settle_seconds
         result.cpu_seconds = cpu_spent(cpu_before, stack.cpu_with_bench())
-        result.database_time = dbtime.spent(before, dbtime.snapshot(client))
-        client.close()
+        result.database_time = dbtime.spent(before, dbtime.snapshot(stack))
         print(
             f"  published in {result.publish_seconds:.1f}s, settled after "
             f"{result.settle_seconds:.1f}s: {result.events_per_s:.0f} events/s",
@@ -145,7 +143,7 @@ def _outcome(mismatches: list[Any], checked: int) -> dict[str, Any]:
 
 
 def _balances_in_db(stack: Stack, expected: Expected) -> dict[str, Any]:
-    client: MongoClient = stack.mongo()
+    client: MongoClient = stack.mongo("points")
     try:
         docs = client[stack.database_name("points")]["accounts"].find({}, {"balance": 1})
         actual = {d["_id"]: d["balance"] for d in docs if d["_id"].startswith(AGENT_PREFIX)}
@@ -161,7 +159,7 @@ def _balances_in_db(stack: Stack, expected: Expected) -> dict[str, Any]:
 
 
 def _entries_in_db(stack: Stack, expected: Expected) -> dict[str, Any]:
-    client: MongoClient = stack.mongo()
+    client: MongoClient = stack.mongo("leaderboards")
     try:
         docs = client[stack.database_name("leaderboards")]["board_entries"].find(
             {"score": {"$gt": 0}},

@@ -19,8 +19,15 @@ from bench.stack import Stack
 
 #: The processes sampled in each phase: the consumers, or what a read goes through.
 PROFILED = {
-    "pipeline": ("points", "leaderboards", "badges", "credits", "database"),
-    "reads": ("gateway", "leaderboards", "points", "database"),
+    "pipeline": (
+        "points",
+        "leaderboards",
+        "badges",
+        "credits",
+        "database",
+        "database-leaderboards",
+    ),
+    "reads": ("gateway", "leaderboards", "points", "database-leaderboards"),
 }
 #: Leaf frames of a thread or green thread that waits (for a socket, a lock-free event, the
 #: next request): under eventlet a wait for a database reply is the hub's poll.

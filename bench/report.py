@@ -54,7 +54,8 @@ def table(report: dict[str, Any]) -> str:
     for path, label, target, unit in ROWS:
         rows.append((label, shown(lookup(report, path)), target or "", unit))
     for name, rss in sorted((report.get("rss_mb") or {}).items()):
-        target = "< 200" if name not in ("database", "broker") else ""
+        # The targets are the services'; the servers are measured, not targeted.
+        target = "" if name == "broker" or name.startswith("database") else "< 200"
         rows.append((f"peak RSS {name}", shown(rss), target, "MB"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []

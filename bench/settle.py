@@ -57,7 +57,9 @@ class Settler:
         self.stack = stack
         self.admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
         self.offsets = KafkaConsumer(bootstrap_servers=stack.bootstrap)
-        self.mongo: MongoClient = MongoClient(stack.mongodb_uri)
+        self.mongo: dict[str, MongoClient] = {
+            service: stack.mongo(service) for service in PUBLISHERS
+        }
         self.partitions: dict[str, list[TopicPartition]] = {}
         for service in CONSUMERS:
             self.partitions[service] = [
@@ -74,7 +76,7 @@ class Settler:
         if any(lag.values()):
             return Backlog(lag, {service: -1 for service in PUBLISHERS}, ends)  # -1: not counted
         outbox = {
-            service: self.mongo[self.stack.database_name(service)][OUTBOX].count_documents(
+            service: self.mongo[service][self.stack.database_name(service)][OUTBOX].count_documents(
                 {"sent_at": None}
             )
             for service in PUBLISHERS
@@ -122,4 +124,5 @@ class Settler:
     def close(self) -> None:
         self.admin.close()
         self.offsets.close()
-        self.mongo.close()
+        for client in self.mongo.values():
+            client.close()

@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pymongo import MongoClient
@@ -33,6 +34,17 @@ from deploy.local.topics import ensure_topics
 from services.runtime.settings import RuntimeSettings
 
 SERVICES = ("progress", "points", "leaderboards", "credits", "badges", "gateway")
+#: Database servers, and the services whose databases each one holds (the first also holds
+#: the raw ceilings' scratch database). The local MongoDB-protocol server runs its engine
+#: on one core, so one server for every service leaves the machine's second core mostly
+#: idle while the database is the bottleneck. The leaderboards write about half of what the
+#: services write (see the bench's database time by statement), so they get a server of
+#: their own: as production may give each service's database its own replica set, every
+#: service reads its own `MONGODB_URI` (ARCHITECTURE §1: no service reads another's data).
+DATABASE_SERVERS: dict[str, tuple[str, ...]] = {
+    "database": ("progress", "points", "credits", "badges", "gateway"),
+    "database-leaderboards": ("leaderboards",),
+}
 #: Only the join of a new consumer group waits for this (half of it): the local-stack value.
 SESSION_TIMEOUT_MS = "6000"
 READY_TIMEOUT = 120.0
@@ -70,13 +82,17 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def _client(uri: str) -> MongoClient:
+    return MongoClient(uri, tz_aware=True, w="majority", journal=True)
+
+
 @dataclass
 class Stack:
     config: BenchConfig
     work_dir: Path = WORK_DIR
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     broker: Broker | None = None
-    database: Database | None = None
+    databases: dict[str, Database] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
 
@@ -91,8 +107,15 @@ class Stack:
 
     @property
     def mongodb_uri(self) -> str:
-        assert self.database is not None
-        return self.database.uri
+        """The first database server's URI (the raw ceilings are measured on it)."""
+        return next(iter(self.databases.values())).uri
+
+    def database_of(self, service: str) -> Database:
+        """The server that holds the service's database."""
+        for server, services in DATABASE_SERVERS.items():
+            if service in services:
+                return self.databases[server]
+        raise KeyError(service)
 
     def url(self, service: str) -> str:
         return self.services[service].spec.url
@@ -103,8 +126,13 @@ class Stack:
     def database_name(self, service: str) -> str:
         return self.settings.database_name(service)
 
-    def mongo(self) -> MongoClient:
-        return MongoClient(self.mongodb_uri, tz_aware=True, w="majority", journal=True)
+    def mongo(self, service: str) -> MongoClient:
+        """A client of the server that holds the service's database."""
+        return _client(self.database_of(service).uri)
+
+    def database_clients(self) -> list[MongoClient]:
+        """A client of each database server (close them after use)."""
+        return [_client(server.uri) for server in self.databases.values()]
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -113,10 +141,16 @@ class Stack:
         shutil.rmtree(data, ignore_errors=True)  # a fresh server: single writes slow with churn
         self.logs.mkdir(parents=True, exist_ok=True)
         self.broker = start_on_free_port(lambda port: Broker(port, self.logs))
-        self.database = start_on_free_port(lambda port: Database(port, data, self.logs))
+        for name in DATABASE_SERVERS:
+            self.databases[name] = start_on_free_port(partial(self._database, name))
         self.settings = RuntimeSettings(
             kafka_bootstrap_servers=self.bootstrap, mongodb_uri=self.mongodb_uri
         )
+
+    def _database(self, name: str, port: int) -> Database:
+        database = Database(port, self.work_dir / "db" / name, self.logs)
+        database.name = name  # its log and config files, and its row in the report
+        return database
 
     def create_topics(self, names: list[str]) -> None:
         ensure_topics(self.bootstrap, names)
@@ -125,7 +159,9 @@ class Stack:
         ports = {name: free_port() for name in SERVICES}
         env = self._service_environment(ports)
         for name in SERVICES:
-            process = ServiceProcess(ServiceSpec(name, ports[name]), self.logs, ROOT, env)
+            process = ServiceProcess(
+                ServiceSpec(name, ports[name]), self.logs, ROOT, self._environment_of(name, env)
+            )
             self.services[name] = process
             process.start()
         deadline = time.monotonic() + READY_TIMEOUT
@@ -136,7 +172,6 @@ class Stack:
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "MONGODB_URI": self.mongodb_uri,
             "JWT_SECRET": self.secret,
             "NAME_PREFIX": "",
             "TIME_ZONE": self.config.time_zone,
@@ -147,10 +182,12 @@ class Stack:
                 env[f"{name.upper()}_URL"] = f"http://127.0.0.1:{port}"
         return env
 
+    def _environment_of(self, service: str, shared: Mapping[str, str]) -> dict[str, str]:
+        return {**shared, "MONGODB_URI": self.database_of(service).uri}
+
     def processes(self) -> Iterator[ManagedProcess]:
         yield from self.services.values()
-        if self.database is not None:
-            yield self.database
+        yield from self.databases.values()
         if self.broker is not None:
             yield self.broker
 
@@ -175,7 +212,7 @@ class Stack:
 
     def stop(self) -> None:
         stop_all(list(self.services.values()))
-        for server in (self.database, self.broker):
+        for server in [*self.databases.values(), self.broker]:
             if server is not None:
                 stop_all([server])
 

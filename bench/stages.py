@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import MongoClient
+from pymongo.database import Database
 
 from bench.stats import percentiles
 from services.leaderboards.store import APPLIED
@@ -43,16 +43,14 @@ STAGES = (
 
 
 def split(
-    client: MongoClient,
-    databases: Mapping[str, str],
+    points: Database,
+    leaderboards: Database,
     seen: Mapping[str, tuple[float, float]],
     since: datetime,
 ) -> dict[str, Any]:
     """`seen`: agent id -> (sent, seen) in Unix seconds, for the probes seen; `since`: when
-    the first was sent. Returns each stage's percentiles in ms, and how many probes could
-    be traced through every record."""
-    points = client[databases["points"]]
-    leaderboards = client[databases["leaderboards"]]
+    the first was sent; `points`, `leaderboards`: the two services' databases. Returns each
+    stage's percentiles in ms, and how many probes could be traced through every record."""
     agents = list(seen)
     started = _earliest(find_in(points[LEDGER], "agent_id", agents, IDS_PER_QUERY), "recorded_at")
     applied = _earliest(

@@ -69,7 +69,7 @@ def test_each_probe_is_split_at_the_records_it_left_and_untraced_ones_are_left_o
             ]
         )
         seen = {"p1": (unix(0), unix(420)), "p2": (unix(0), unix(900))}
-        split = stages.split(client, names, seen, since=datetime.now(UTC) - timedelta(minutes=1))
+        split = stages.split(points, boards, seen, since=datetime.now(UTC) - timedelta(minutes=1))
         assert split["probes_traced"] == 1
         got = {stage: split[stage]["p50"] for stage in stages.STAGES}
         assert got == {

@@ -221,8 +221,32 @@ def test_defaults_start_a_local_broker_and_database() -> None:
     settings = Settings.from_env({})
     assert settings.broker_port == 9092
     assert settings.database_port == 27017
+    assert settings.leaderboards_database_port == 27018
     assert settings.prometheus_port == 9090
     assert settings.gateway_port == 8080
+
+
+def test_the_leaderboards_get_their_own_local_database_and_only_they() -> None:
+    launcher = Launcher({}, Path("/nonexistent"))
+    shared = {"MONGODB_URI": "mongodb://127.0.0.1:27017/?directConnection=true", "X": "1"}
+
+    leaderboards = launcher.environment_of("leaderboards", shared)
+    points = launcher.environment_of("points", shared)
+
+    assert leaderboards == {**shared, "MONGODB_URI": "mongodb://127.0.0.1:27018"}
+    assert points == shared
+
+
+def test_an_external_database_holds_the_leaderboards_too_unless_they_are_given_one() -> None:
+    external = "mongodb://db-1:27017/?replicaSet=rs0"
+    settings = Settings.from_env({"MONGODB_URI": external})
+    assert settings.leaderboards_mongodb_uri == external
+    assert settings.leaderboards_database_port is None
+
+    own = "mongodb://db-2:27017/?replicaSet=rs1"
+    settings = Settings.from_env({"MONGODB_URI": external, "LEADERBOARDS_MONGODB_URI": own})
+    assert settings.leaderboards_mongodb_uri == own
+    assert settings.leaderboards_database_port is None
 
 
 def test_servers_configured_elsewhere_are_used_not_started() -> None:
