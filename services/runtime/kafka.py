@@ -359,9 +359,10 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
     ) -> list[tuple[ConsumerRecord, CloudEvent]]:
         """Runs `items` through `entrypoint` as one batch; returns the items it got through.
 
-        A batch that fails for a reason other than the database being away is split into
-        batches of one, so that only a poison message is retried and dead-lettered and the
-        rest of the batch still commits.
+        A batch that fails for a reason other than the database being away is split in
+        halves, each handled the same way, so that only a poison message is retried and
+        dead-lettered, and the rest of the batch still commits in batches: a poison among
+        2,000 events costs about twenty transactions, not 2,000.
         """
         families = self.metrics.families
         s = self.settings
@@ -393,12 +394,12 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
                 database_away = issubclass(exc_info[0], DATABASE_UNREACHABLE)
                 if len(items) > 1 and not database_away:
                     log.warning(
-                        "a batch of %d failed in %s (%s); handling its events one by one",
+                        "a batch of %d failed in %s (%s); handling it in halves",
                         len(items),
                         entrypoint.method_name,
                         error,
                     )
-                    return self._one_by_one(entrypoint, items, lane)
+                    return self._in_halves(entrypoint, items, lane)
                 # The database being away is no fault of the message: wait for it without
                 # using up attempts, or a long outage would dead-letter good messages.
                 if not database_away:
@@ -421,17 +422,21 @@ class KafkaConsumerExtension(SharedExtension, ProviderCollector):
         finally:
             families.events_in_progress.dec(len(items))
 
-    def _one_by_one(
+    def _in_halves(
         self,
         entrypoint: KafkaEntrypoint,
         items: list[tuple[ConsumerRecord, CloudEvent]],
         lane: int,
     ) -> list[tuple[ConsumerRecord, CloudEvent]]:
-        through = []
-        for item in items:
-            if not self._running or not self._through(entrypoint, [item], lane):
+        middle = len(items) // 2
+        through: list[tuple[ConsumerRecord, CloudEvent]] = []
+        for half in (items[:middle], items[middle:]):
+            if not self._running:
+                break
+            done = self._through(entrypoint, half, lane)
+            through += done
+            if len(done) < len(half):
                 break  # order within the partition: nothing after an unfinished event
-            through.append(item)
         return through
 
     def _count_handled(

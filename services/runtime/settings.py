@@ -33,7 +33,12 @@ class RuntimeSettings(BaseModel):
     #: Bounds how long one slow partition holds up the next poll (and every commit).
     #: Also the largest batch a handler gets (one transaction): bigger batches mean fewer
     #: database round trips per event, up to the point where a conflict retries too much.
-    consumer_max_poll_records: int = Field(500, ge=1)
+    #: A batch only grows this large when a backlog waits (a catch-up, a burst): measured on
+    #: the local stack's pipeline, 2,000 against 500 took 22% less of the leaderboards'
+    #: database per event (more of an agent's changes fold into one entry write, and each
+    #: board's count map is written once per batch) and settled 277 events/s against 236.
+    #: A failing batch is split in halves (kafka.py), so its size costs little there.
+    consumer_max_poll_records: int = Field(2_000, ge=1)
     #: Batches a poll is split into, handled at once (each its own transaction, over a
     #: share of the poll's partitions). Measured on the local stack: one batch per poll is
     #: fastest, because its database runs one statement at a time, every transaction has a

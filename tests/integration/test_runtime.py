@@ -132,6 +132,29 @@ def test_a_poison_event_inside_a_batch_is_dead_lettered_and_the_rest_apply_once_
         assert batched and counted and batched[0] > counted[0], "no batch held several events"
 
 
+def test_a_batch_with_a_poison_event_is_split_in_halves_not_into_single_events(config, bus):
+    # 16 events before the service starts: one batch. Halving it finds the poison in
+    # 9 handled batches (16, 8, 4, 2, 1, 1, 2, 4, 8); event by event would take 17.
+    tickets = [ticket("agent-5", f"T-{n:02d}") for n in range(16)]
+    tickets[2] = ticket("agent-5", "fail-3")
+    for event in tickets:
+        bus.publish(event)
+    with running(SampleService, config):
+        wait_until(lambda: counts(config, "agent-5")["tickets"] == 15, message="the good ones")
+        assert counts(config, "agent-5")["ticket_ids"] == [
+            f"T-{n:02d}" for n in range(16) if n != 2
+        ]
+        letters = wait_until(lambda: dead_letters(bus), message="dead letter")
+        assert [letter["event_id"] for letter in letters] == [tickets[2].id]
+        metrics = requests.get(f"{base_url(config)}/metrics", timeout=5).text
+        batches = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("skillquest_event_batch_size_count")
+        )
+        assert batches <= 9
+
+
 def test_malformed_and_unknown_messages_do_not_block_the_partition(config, bus):
     with running(SampleService, config):
         bus.send(WORK_TICKETS, "agent-3", b"{this is not json")
