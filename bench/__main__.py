@@ -23,7 +23,7 @@ from bench.config import REPORT_FILE, WORK_DIR, BenchConfig, from_environment
 from bench.profiling import Profiler
 from bench.report import table, write
 from bench.settle import Settler
-from bench.stack import Stack, cpu_spent
+from bench.stack import DATABASE_SERVERS, Stack, cpu_spent
 from bench.workload import Workload
 from contracts.topics import ALL_TOPICS
 
@@ -64,6 +64,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
         service_start = time.monotonic()
         stack.start_services()
         report["services_ready_seconds"] = round(time.monotonic() - service_start, 1)
+        # Which server holds which service's database (the raw ceilings are the first's).
+        report["database_servers"] = {name: list(held) for name, held in DATABASE_SERVERS.items()}
 
         workload = Workload(config.time_zone, config.seed)
         say(f"pipeline: {config.pipeline_agents} agents")
