@@ -43,6 +43,7 @@ from services.leaderboards.boards import (
     Standing,
     board_key,
     fold,
+    keeps_count_maps,
     resolve_period,
     total,
 )
@@ -193,8 +194,9 @@ def write_board_documents(
     lane_of: Callable[[str], int],
     load: Load,
 ) -> None:
-    """The board entries and their boards' per-lane score count maps, as the consumer and
-    the rebuild store them (services/leaderboards/store.py), recorded in `load`."""
+    """The board entries and their boards' per-lane score count maps (team boards have none),
+    as the consumer and the rebuild store them (services/leaderboards/store.py), recorded in
+    `load`."""
     load.insert(
         db[ENTRIES],
         (
@@ -204,7 +206,7 @@ def write_board_documents(
     )
     counts: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for (board, agent), s in entries.items():
-        if s.score > 0:
+        if s.score > 0 and keeps_count_maps(board):
             counts[(board, lane_of(agent))][s.score] += 1
     # The maps the pipeline's agents already have (the global and tier boards) get the
     # counts added; the others are new, and inserted (see MapWrites.put).

@@ -65,6 +65,19 @@ def board_key(period_key: str, scope: str) -> str:
     return f"{period_key}|{scope}"
 
 
+def keeps_count_maps(board: str) -> bool:
+    """Whether a board has score count maps and journal records (store.py, journal.py), or
+    is read from its entries alone: a team board.
+
+    A team board is as small as a team (tens of agents, hundreds at most), so reading its
+    scores from the `rank` index costs one short query, while its maps and records cost
+    every award a third of its writes: one change touches three team boards, each of its
+    own, where the global and tier boards share their maps across a whole batch. Measured
+    on the local database, batches of 80 to 1,000 awards at 10,000 agents in 1,000 teams:
+    22 to 37% less of the database's CPU per award without them."""
+    return not board.partition("|")[2].startswith("team:")
+
+
 @dataclass(frozen=True)
 class ResolvedPeriod:
     kind: Period

@@ -37,6 +37,7 @@ from services.leaderboards.boards import (
     closable_periods,
     count_changes,
     fold,
+    keeps_count_maps,
 )
 from services.leaderboards.count_maps import unpack
 from services.leaderboards.journal import Written
@@ -205,10 +206,14 @@ def _count_moves(uow: UnitOfWork, moves: list[Move], written: list[Written]) -> 
     Every map an entry was `written` into is written too, counts changed or not: for its
     journal record (journal.py), and for a new write token, so that a page read under the
     old tokens is never served again (store.BoardReader.top): an entry that keeps its
-    score and lane may still move within its tie (a later reached_at)."""
-    changes = count_changes(moves)
+    score and lane may still move within its tie (a later reached_at).
+
+    Team boards have no maps (boards.keeps_count_maps): their moves are left out."""
+    changes = count_changes(move for move in moves if keeps_count_maps(move.board))
     by_map: dict[tuple[str, int], list[Written]] = defaultdict(list)
     for entry in written:
+        if not keeps_count_maps(entry.board):
+            continue
         by_map[(entry.board, entry.lane)].append(entry)
         changes.setdefault((entry.board, entry.lane), {})
     if not changes:
@@ -530,6 +535,8 @@ def upgrade_storage(database: ServiceDatabase) -> int:
     - Count maps stored as documents of {"<score>": agents} fields are packed
       (count_maps.py), and a map without a write token gets one. Instances of the earlier
       release must be stopped first: they would add to a packed map by field.
+    - Team boards' count maps are deleted: those boards are read from their entries now
+      (boards.keeps_count_maps); their journal records expire on their own.
     - The tokens' own documents are dropped (store.LEGACY_MAP_TOKENS says why), and the
       entries' index by agent (store.BoardEntry says why). Until a rolling update has
       replaced the earlier release's instances, those may answer a board's top pages as
@@ -544,6 +551,7 @@ def upgrade_storage(database: ServiceDatabase) -> int:
         upgraded += _recount_boards(database, BoardReader(database.db).all_entries())
         database.db.drop_collection(LEGACY_BOARD_TOTALS)
     upgraded += _repack_maps(database)
+    upgraded += _drop_team_maps(database)
     database.db.drop_collection(LEGACY_MAP_TOKENS)  # nothing when already gone
     if upgraded:
         log.info("leaderboards storage upgraded: %d boards recounted or maps packed", upgraded)
@@ -564,12 +572,26 @@ def _repack_maps(database: ServiceDatabase) -> int:
     return len(writes)
 
 
+def _drop_team_maps(database: ServiceDatabase) -> int:
+    """Deletes the count maps of boards that keep none (written by an earlier release).
+    Returns how many boards had some. Runs on every start: one query of the maps' boards."""
+    maps = database.db[SCORE_COUNTS]
+    dropped = {
+        doc["_id"]: doc["board"]
+        for doc in maps.find({}, {"board": 1})
+        if not keeps_count_maps(doc["board"])
+    }
+    if dropped:
+        maps.delete_many({"_id": {"$in": list(dropped)}})
+    return len(set(dropped.values()))
+
+
 def _recount_boards(database: ServiceDatabase, entries: Iterable[tuple[str, Row]]) -> int:
     """Recounts every board whose stored count maps differ from its entries (a damaged or
     missing map, or one stored before the maps existed); returns how many."""
     expected: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for board, row in entries:
-        if row.score > 0:
+        if row.score > 0 and keeps_count_maps(board):
             expected[(board, row.lane or 0)][row.score] += 1
     stored = {
         (board, lane): counts for board, lane, counts in BoardReader(database.db).stored_counts()
@@ -585,12 +607,14 @@ def _recount_boards(database: ServiceDatabase, entries: Iterable[tuple[str, Row]
 
 
 def _recount_board(uow: UnitOfWork, board: str) -> None:
-    """Rewrites the board's count maps from its entries, in one transaction."""
+    """Rewrites the board's count maps from its entries, in one transaction (a team board's
+    maps, written by an earlier release, are deleted)."""
     s = uow.session
     counts: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     query = {"board": board, "score": {"$gt": 0}}
-    for doc in uow.collection(ENTRIES).find(query, {"score": 1, "lane": 1}, session=s):
-        counts[lane_of(doc)][doc["score"]] += 1
+    if keeps_count_maps(board):
+        for doc in uow.collection(ENTRIES).find(query, {"score": 1, "lane": 1}, session=s):
+            counts[lane_of(doc)][doc["score"]] += 1
     maps = uow.collection(SCORE_COUNTS)
     stale = {doc["_id"] for doc in maps.find({"board": board}, {"_id": 1}, session=s)}
     writes = MapWrites()

@@ -5,7 +5,8 @@
   the lane (partition) whose count map counts it. The index `rank` (board, score desc,
   reached_at asc, agent_id asc) is the board order.
 - `score_counts`: per (board, lane), how many of the lane's entries hold each score above
-  0 (boards.py, histograms), written in the same transaction as the entries. A board's
+  0 (boards.py, histograms), written in the same transaction as the entries. Team boards
+  have none (boards.keeps_count_maps): a team's scores are read from the index whole. A board's
   size and the agents ahead of a score are sums over its maps; a page or a neighbourhood
   is read as one narrow score band of the `rank` index, and a rank counts only the agents
   tied with it: no read counts or sorts a deep range of a large board.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +37,7 @@ from services.leaderboards.boards import (
     Standing,
     ahead_of,
     band,
+    keeps_count_maps,
     merge_counts,
     order_key,
 )
@@ -397,7 +400,10 @@ class BoardReader:
     def histogram(self, board: str, *, refresh: bool = False) -> Histogram:
         """The board's merged count maps: read whole only when one of them changed since
         this process last merged them (their write tokens say), else from memory. The
-        tokens are read unless read within `fresh_for` (and `refresh` is not asked)."""
+        tokens are read unless read within `fresh_for` (and `refresh` is not asked).
+        A team board has no maps: its scores are counted from its entries."""
+        if not keeps_count_maps(board):
+            return self._counted_histogram(board)
         maps = self.db[SCORE_COUNTS]
         self._read_at[board], tokens = self._board_tokens(board, refresh)
         self._tokens[board] = tokens
@@ -414,6 +420,17 @@ class BoardReader:
         if all(token is not None for _, token in read_tokens):
             _HISTOGRAMS.put(key, read_tokens, histogram)
         return histogram
+
+    def _counted_histogram(self, board: str) -> Histogram:
+        """A board without count maps (a team's, boards.keeps_count_maps): its scores, read
+        from the `rank` index as one short range. It has no write tokens, so nothing read
+        from it is cached under them (`top` reads its pages every time)."""
+        self._read_at[board] = time.monotonic()
+        self._tokens.pop(board, None)
+        scores = self.db[ENTRIES].find(
+            {"board": board, "score": {"$gt": 0}}, {"_id": 0, "score": 1}, session=self.session
+        )
+        return merge_counts([Counter(doc["score"] for doc in scores)])
 
     def entry(self, board: str, agent_id: str) -> Row | None:
         doc = self.db[ENTRIES].find_one(

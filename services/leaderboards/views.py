@@ -34,7 +34,7 @@ from pymongo.errors import PyMongoError
 
 from services.common.pacing import paced
 from services.leaderboards import journal
-from services.leaderboards.boards import merge_counts, total
+from services.leaderboards.boards import keeps_count_maps, merge_counts, total
 from services.leaderboards.count_maps import unpack
 from services.leaderboards.names import NameBook
 from services.leaderboards.store import (
@@ -194,8 +194,8 @@ class BoardViews:
     def ready(self, board: str) -> BoardView | None:
         """The board's view if it is loaded and caught up within `stale_after`; notes the read
         either way, so the next `sync` loads a board not held yet."""
-        if self.max_entries <= 0 or self.database is None:
-            return None
+        if self.max_entries <= 0 or self.database is None or not keeps_count_maps(board):
+            return None  # a team board has no journal to follow (and is small)
         now = self.clock()
         wanted = self._boards.get(board)
         if wanted is None:

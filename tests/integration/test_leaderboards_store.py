@@ -410,6 +410,52 @@ def test_boards_stored_before_count_maps_are_upgraded_on_start(make_database):
     assert count_maps(db) == counted_from_entries(db)
 
 
+def test_team_boards_are_read_from_their_entries_with_no_maps_and_no_views(make_database):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    team_board = "2026-W20|team:tb"
+    events = [award(f"tb-{i}", 1 + i % 3, t + timedelta(minutes=i), team="tb") for i in range(9)]
+    apply(db, events)
+    assert not [m for m in count_maps(db) if "|team:" in m]
+    assert not [r for r in db.db.entry_journal.find({}, {"board": 1}) if "|team:" in r["board"]]
+    assert db.db.entry_journal.count_documents({}) > 0
+    assert count_maps(db) == counted_from_entries(db)  # the global and tier boards keep theirs
+
+    clock = Clock()
+    views = views_on(db, clock)
+    views.ready(team_board)
+    views.sync()
+    assert views.ready(team_board) is None  # never held: no journal to follow
+    kwargs = {"tz": TZ, "now": datetime(2026, 5, 13, tzinfo=UTC), "views": views}
+    ask = LeaderboardQuery(scope="team:tb", limit=100)
+    page = queries.leaderboard(db.db, "2026-W20", ask, fresh_for=5.0, **kwargs)
+    assert page.total == 9
+    assert [(e.agent_id, e.score) for e in page.entries] == expected_rows(events, team_board)
+    at = queries.position(
+        db.db, "2026-W20", "tb-4", PositionQuery(scope="team:tb", neighbors=1), **kwargs
+    )
+    want = reference(events, team_board)
+    index = [agent for _, agent, _ in want].index("tb-4")
+    assert (at.rank, at.score) == (want[index][0], want[index][2].score)
+    assert [e.agent_id for e in at.above] == [want[index - 1][1]]
+
+    # A change is read at once (nothing is cached under tokens a team board does not have).
+    later = [award("tb-0", 50, t + timedelta(hours=1), team="tb")]
+    apply(db, later)
+    reader = BoardReader(db.db)
+    top = reader.top(team_board, 0, 3)
+    assert [(r.agent_id, r.score) for r in top] == expected_rows(events + later, team_board)[:3]
+    assert top[0].agent_id == "tb-0"
+
+    # Maps an earlier release wrote for a team board are dropped on start; the board reads
+    # the same.
+    put_map(db.db, team_board, 0, {1: 99})
+    assert handlers.upgrade_storage(db) == 1
+    assert not [m for m in count_maps(db) if "|team:" in m]
+    assert total(reader.histogram(team_board)) == 9
+    assert handlers.upgrade_storage(db) == 0
+
+
 def test_count_maps_stored_as_fields_are_packed_on_start(make_database):
     db = make_database()
     t = datetime(2026, 5, 12, 2, tzinfo=UTC)
@@ -644,18 +690,18 @@ def test_a_write_past_the_journal_has_the_view_read_again(make_database):
 def test_views_keep_to_their_budget_and_drop_boards_no_longer_read(make_database):
     db = make_database()
     t = datetime(2026, 5, 12, 2, tzinfo=UTC)
-    team_board = "2026-W20|team:small"
+    tier_board = "2026-W20|tier:leadership"
     events = [award(f"b-{i:02d}", i + 1, t) for i in range(12)]
-    events += [award(f"s-{i}", 2, t, team="small") for i in range(3)]
+    events += [award(f"s-{i}", 2, t, tier="leadership") for i in range(3)]
     apply(db, events)
     clock = Clock()
     views = views_on(db, clock, max_entries=10)
     views.ready(BOARD)
-    views.ready(team_board)
+    views.ready(tier_board)
     views.sync()
     assert views.ready(BOARD) is None  # 15 entries do not fit in 10: the database answers
-    small = views.ready(team_board)
-    assert small is not None and rows_of(small) == expected_rows(events, team_board)
+    small = views.ready(tier_board)
+    assert small is not None and rows_of(small) == expected_rows(events, tier_board)
     assert views.entries_held == 3
 
     clock.now += 61  # neither board read for longer than idle_seconds
@@ -666,7 +712,7 @@ def test_views_keep_to_their_budget_and_drop_boards_no_longer_read(make_database
 def test_a_board_first_read_while_another_loads_is_loaded_next_round(make_database):
     db = make_database()
     t = datetime(2026, 5, 12, 2, tzinfo=UTC)
-    team_board = "2026-W20|team:t1"
+    tier_board = "2026-W20|tier:advanced"
     apply(db, [award(f"r-{i}", i + 1, t) for i in range(5)])
     views: BoardViews
 
@@ -678,7 +724,7 @@ def test_a_board_first_read_while_another_loads_is_loaded_next_round(make_databa
         def __call__(self) -> float:
             self.calls += 1
             if self.calls == 3:  # after the first read's and the round's: inside the load
-                views.ready(team_board)
+                views.ready(tier_board)
             return super().__call__()
 
     views = views_on(db, ReadArrives())
@@ -686,7 +732,7 @@ def test_a_board_first_read_while_another_loads_is_loaded_next_round(make_databa
     views.sync()
     assert views.ready(BOARD) is not None
     views.sync()
-    assert views.ready(team_board) is not None
+    assert views.ready(tier_board) is not None
 
 
 def test_a_view_is_caught_up_only_after_reads_and_never_served_stale(make_database):
@@ -765,9 +811,9 @@ def test_a_rank_from_a_view_reads_the_entry_only_for_an_agent_it_does_not_hold(m
 def test_a_view_read_while_another_board_loads_is_current_when_the_round_ends(make_database):
     db = make_database()
     t = datetime(2026, 5, 12, 2, tzinfo=UTC)
-    team_board = "2026-W20|team:late"
+    tier_board = "2026-W20|tier:leadership"
     apply(db, [award(f"c-{i}", i + 1, t) for i in range(4)])
-    apply(db, [award(f"l-{i}", 1, t, team="late") for i in range(3)])
+    apply(db, [award(f"l-{i}", 1, t, tier="leadership") for i in range(3)])
     clock = Clock()
     views = views_on(db, clock)
     load = views._load
@@ -781,7 +827,7 @@ def test_a_view_read_while_another_board_loads_is_current_when_the_round_ends(ma
     views.sync()
     assert views.ready(BOARD) is not None  # caught up after its own load, too
     apply(db, [award("c-new", 9, t)])
-    views.ready(team_board)  # first read: loaded in the next round, for seconds
+    views.ready(tier_board)  # first read: loaded in the next round, for seconds
     views.sync()
     view = views.ready(BOARD)  # caught up after that load, not before it
     assert view is not None

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from pymongo.database import Database
 
+from services.leaderboards.boards import keeps_count_maps
 from services.leaderboards.count_maps import unpack
 from services.leaderboards.store import MapWrites, counts_id
 
@@ -20,10 +21,13 @@ def stored_maps(db: Database) -> dict[str, dict[int, int]]:
 
 
 def counted_from_entries(db: Database) -> dict[str, dict[int, int]]:
-    """The maps the entries call for: per (board, lane), agents per score above 0 (an entry
-    without a lane, stored before lanes, counts in lane 0)."""
+    """The maps the entries call for: per (board, lane) of a board that keeps maps (not a
+    team's), agents per score above 0 (an entry without a lane, stored before lanes, counts
+    in lane 0)."""
     maps: dict[str, dict[int, int]] = {}
     for d in db.board_entries.find({"score": {"$gt": 0}}):
+        if not keeps_count_maps(d["board"]):
+            continue
         counts = maps.setdefault(counts_id(d["board"], d.get("lane", 0)), {})
         counts[d["score"]] = counts.get(d["score"], 0) + 1
     return maps
