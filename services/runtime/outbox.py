@@ -88,7 +88,10 @@ def ensure_outbox_indexes(db: Database) -> None:
     # and mark sent 34.7 ms with it, 6.2 and 6.3 without, on the local database). Runs
     # without it once seemed to bring on the local database's stalls; later runs stalled
     # the same way with it (handled-id inserts, up to 75 s of statement time, in five of
-    # twelve pipeline runs), so the guarantee is what keeps it, not speed.
+    # twelve pipeline runs), so the guarantee is what keeps it, not speed. The ids in a
+    # collection of their own, so that marking a document sent would not rewrite them,
+    # cost more: a document of 1,500 events inserted and marked took 179 ms of the local
+    # server's CPU that way, 152 with this index, 30 with neither.
     db[OUTBOX].create_index("events.event_id", name="event_ids", unique=True)
 
 
