@@ -6,8 +6,8 @@
   reached_at asc, agent_id asc) is the board order.
 - `score_counts`: per (board, lane), how many of the lane's entries hold each score above
   0 (boards.py, histograms), written in the same transaction as the entries. Team boards
-  have none (boards.keeps_count_maps): a team's scores are read from the index whole. A board's
-  size and the agents ahead of a score are sums over its maps; a page or a neighbourhood
+  have none (boards.keeps_count_maps): a team's scores are read from the index whole. A
+  board's size and the agents ahead of a score are sums over its maps; a page or a neighbourhood
   is read as one narrow score band of the `rank` index, and a rank counts only the agents
   tied with it: no read counts or sorts a deep range of a large board.
 - `periods` / `period_closes`: weekly and monthly periods seen, and the unique close
@@ -426,7 +426,6 @@ class BoardReader:
         from the `rank` index as one short range. It has no write tokens, so nothing read
         from it is cached under them (`top` reads its pages every time)."""
         self._read_at[board] = time.monotonic()
-        self._tokens.pop(board, None)
         scores = self.db[ENTRIES].find(
             {"board": board, "score": {"$gt": 0}}, {"_id": 0, "score": 1}, session=self.session
         )

@@ -440,9 +440,11 @@ def test_team_boards_are_read_from_their_entries_with_no_maps_and_no_views(make_
     assert [e.agent_id for e in at.above] == [want[index - 1][1]]
 
     # A change is read at once (nothing is cached under tokens a team board does not have).
+    reader = BoardReader(db.db)
+    before = reader.top(team_board, 0, 3)
+    assert [(r.agent_id, r.score) for r in before] == expected_rows(events, team_board)[:3]
     later = [award("tb-0", 50, t + timedelta(hours=1), team="tb")]
     apply(db, later)
-    reader = BoardReader(db.db)
     top = reader.top(team_board, 0, 3)
     assert [(r.agent_id, r.score) for r in top] == expected_rows(events + later, team_board)[:3]
     assert top[0].agent_id == "tb-0"
@@ -454,6 +456,10 @@ def test_team_boards_are_read_from_their_entries_with_no_maps_and_no_views(make_
     assert not [m for m in count_maps(db) if "|team:" in m]
     assert total(reader.histogram(team_board)) == 9
     assert handlers.upgrade_storage(db) == 0
+    # ... and by the rebuild's recount, which writes none in their place.
+    put_map(db.db, team_board, 0, {1: 99})
+    assert handlers.rebuild(db, tz=TZ).boards_recounted == 1
+    assert not [m for m in count_maps(db) if "|team:" in m]
 
 
 def test_count_maps_stored_as_fields_are_packed_on_start(make_database):
