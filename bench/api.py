@@ -48,15 +48,14 @@ from services.leaderboards.boards import (
     total,
 )
 from services.leaderboards.count_maps import unpack
+from services.leaderboards.standings import STANDINGS, AgentPeriod, place_of
 from services.leaderboards.store import (
     AGENTS,
     APPLIED,
-    ENTRIES,
     SCORE_COUNTS,
     BoardReader,
     MapWrites,
     counts_id,
-    entry_document,
 )
 from services.runtime.mongo import find_by_ids
 
@@ -194,16 +193,18 @@ def write_board_documents(
     lane_of: Callable[[str], int],
     load: Load,
 ) -> None:
-    """The board entries and their boards' per-lane score count maps (team boards have none),
-    as the consumer and the rebuild store them (services/leaderboards/store.py), recorded in
-    `load`."""
-    load.insert(
-        db[ENTRIES],
-        (
-            entry_document(board, agent, s.score, s.reached_at, lane_of(agent))
-            for (board, agent), s in entries.items()
-        ),
-    )
+    """The board entries in standings documents and their boards' per-lane score count
+    maps (team boards have none), as the consumer and the rebuild store them
+    (services/leaderboards/store.py), recorded in `load`. The agents are new: none of
+    their documents is stored yet."""
+    periods: dict[tuple[str, str], AgentPeriod] = {}
+    for (board, agent), s in entries.items():
+        period = place_of(board).period
+        agent_period = periods.get((period, agent))
+        if agent_period is None:
+            agent_period = periods[(period, agent)] = AgentPeriod(period, agent, None)
+        agent_period.put(board, s.score, s.reached_at, lane_of(agent), version=1)
+    load.insert(db[STANDINGS], (doc for p in periods.values() for doc in p.documents()))
     counts: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for (board, agent), s in entries.items():
         if s.score > 0 and keeps_count_maps(board):

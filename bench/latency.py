@@ -28,8 +28,10 @@ from bench.kafka_io import producer
 from bench.stack import Stack, cpu_spent
 from bench.stats import percentiles
 from bench.workload import Message, Workload
+from services.common.periods import ALL_TIME
+from services.leaderboards import standings
 from services.leaderboards.boards import board_key
-from services.leaderboards.store import ENTRIES, entry_id
+from services.leaderboards.standings import STANDINGS
 
 BACKGROUND_PREFIX = "l"
 PROBE_PREFIX = "p"
@@ -129,7 +131,7 @@ class ProbeWatcher:
         self.result = result
         self.url = stack.url("leaderboards")
         self.client = stack.mongo("leaderboards")
-        self.entries = self.client[stack.database_name("leaderboards")][ENTRIES]
+        self.entries = self.client[stack.database_name("leaderboards")][STANDINGS]
         self.pending: dict[str, float] = {}  # agent id -> sent at (time.monotonic())
         self.seen: dict[str, tuple[float, float]] = {}  # agent id -> (sent at, seen at)
         self.lock = threading.Lock()
@@ -167,13 +169,12 @@ class ProbeWatcher:
                 with self.lock:
                     self.pending.pop(agent_id, None)
                     self.result.lost += 1
-            ids = [entry_id(ALL_TIME_GLOBAL, agent_id) for agent_id in pending]
+            ids = [standings.primary_id(ALL_TIME, agent_id) for agent_id in pending]
+            on_board = standings.scored(ALL_TIME_GLOBAL, {"$gt": 0})
             found = (
                 {
                     doc["agent_id"]
-                    for doc in self.entries.find(
-                        {"_id": {"$in": ids}, "score": {"$gt": 0}}, {"agent_id": 1}
-                    )
+                    for doc in self.entries.find({"_id": {"$in": ids}, **on_board}, {"agent_id": 1})
                 }
                 if ids
                 else set()

@@ -30,7 +30,9 @@ from contracts.events import BadgeAwarded
 from contracts.parsing import parse_event
 from contracts.topics import GAMIFICATION_BADGES
 from services.common.periods import month_key, week_key
+from services.leaderboards import standings
 from services.leaderboards.boards import board_key, team_scope, tier_scope
+from services.leaderboards.standings import STANDINGS
 
 AGENT_PREFIX = "a"
 
@@ -161,14 +163,11 @@ def _balances_in_db(stack: Stack, expected: Expected) -> dict[str, Any]:
 def _entries_in_db(stack: Stack, expected: Expected) -> dict[str, Any]:
     client: MongoClient = stack.mongo("leaderboards")
     try:
-        docs = client[stack.database_name("leaderboards")]["board_entries"].find(
-            {"score": {"$gt": 0}},
-            {"_id": 0, "board": 1, "agent_id": 1, "score": 1, "reached_at": 1},
-        )
+        entries = standings.all_entries(client[stack.database_name("leaderboards")][STANDINGS])
         actual = {
-            (d["board"], d["agent_id"]): (d["score"], d["reached_at"])
-            for d in docs
-            if d["agent_id"].startswith(AGENT_PREFIX)
+            (board, row.agent_id): (row.score, row.reached_at)
+            for board, row in entries
+            if row.score > 0 and row.agent_id.startswith(AGENT_PREFIX)
         }
     finally:
         client.close()

@@ -9,9 +9,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from itertools import islice
 from typing import Any
 
-from pymongo import InsertOne, ReplaceOne, UpdateOne
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from contracts.api.leaderboards import RebuildReport
@@ -26,7 +27,7 @@ from contracts.events import (
 )
 from services.common.periods import last_instant, period_bounds, period_key
 from services.common.times import to_millis
-from services.leaderboards import journal, names
+from services.leaderboards import journal, names, standings
 from services.leaderboards.boards import (
     CLOSE_TOP,
     GLOBAL,
@@ -41,11 +42,12 @@ from services.leaderboards.boards import (
 )
 from services.leaderboards.count_maps import unpack
 from services.leaderboards.journal import Written
+from services.leaderboards.standings import STANDINGS, place_of
 from services.leaderboards.store import (
     AGENTS,
     APPLIED,
     CLOSES,
-    ENTRIES,
+    LEGACY_ENTRIES,
     LEGACY_MAP_TOKENS,
     PERIODS,
     SCORE_COUNTS,
@@ -56,23 +58,14 @@ from services.leaderboards.store import (
     Row,
     counts_id,
     display,
-    entry_document,
-    entry_id,
-    lane_of,
-    version_of,
 )
-from services.runtime.mongo import (
-    ServiceDatabase,
-    UnitOfWork,
-    bulk_write_in_slices,
-    find_by_ids,
-)
+from services.runtime.mongo import ServiceDatabase, UnitOfWork, find_by_ids
 
 log = logging.getLogger(__name__)
 #: Per-board totals of the release before count maps (see `upgrade_storage`).
 LEGACY_BOARD_TOTALS = "boards"
-#: Indexes of board_entries that earlier releases created (see `upgrade_storage`).
-LEGACY_ENTRY_INDEXES = ("by_agent",)
+#: Entries moved from the earlier one-document-per-entry layout per slice (`upgrade_storage`).
+LEGACY_ENTRIES_SLICE = 1000
 
 #: Ids of period_closed events are derived from the period key: should a close ever be
 #: attempted twice past the unique close record, the outbox's unique event id (and every
@@ -162,39 +155,36 @@ def _log_record(event: PointsAwarded | PointsReversed, lane: int, now: datetime)
 
 def _add_to_entries(uow: UnitOfWork, added: dict[tuple[str, str], Standing], lane: int) -> None:
     """Adds each (board, agent) total to its entry and moves the entry into `lane`'s count
-    map. The entries are read first: their old scores and lanes are what the count maps
-    must take back, and the transaction's snapshot makes old + added the new score (a
-    concurrent change of the same entry is a write conflict, and the batch is retried).
+    map. The agents' standings documents are read first (standings.py): their old scores
+    and lanes are what the count maps must take back, and the transaction's snapshot makes
+    old + added the new score (a concurrent change of the same entry is a write conflict,
+    and the batch is retried).
 
-    Entries not there yet are inserted in bulk (the database inserts several times faster
-    than it updates), the others replaced whole in bulk:
-    every field of an entry is known here, and a replacement measured about 15% cheaper
-    than an update of the same fields on the local database.
+    Documents not there yet are inserted in bulk (the database inserts several times faster
+    than it updates), the others replaced whole in bulk: every field is known here, and a
+    replacement measured about 15% cheaper than an update of the same fields on the local
+    database.
     """
     s = uow.session
-    entries = uow.collection(ENTRIES)
-    ids = {key: entry_id(*key) for key in added}
-    before = find_by_ids(
-        entries, ids.values(), s, projection={"score": 1, "reached_at": 1, "lane": 1, "version": 1}
-    )
-    inserts = []
-    replacements = []
+    collection = uow.collection(STANDINGS)
+    periods = standings.read(collection, added, s)
     moves = []
+    written = []
     for (board, agent_id), change in added.items():
-        id_ = ids[(board, agent_id)]
-        old = before.get(id_)
+        agent_period = periods[(place_of(board).period, agent_id)]
+        old = agent_period.get(board)
         if old is None:
-            inserts.append(entry_document(board, agent_id, change.score, change.reached_at, lane))
-            moves.append(Move(board, lane, 0, lane, change.score))
-            continue
-        score = old["score"] + change.score
-        reached_at = max(old["reached_at"], change.reached_at)
-        doc = entry_document(board, agent_id, score, reached_at, lane, version_of(old) + 1)
-        replacements.append(doc)
-        moves.append(Move(board, lane_of(old), old["score"], lane, score))
-    bulk_write_in_slices(entries, [InsertOne(doc) for doc in inserts], s)
-    bulk_write_in_slices(entries, [ReplaceOne({"_id": d["_id"]}, d) for d in replacements], s)
-    _count_moves(uow, moves, [Written.of(doc) for doc in inserts + replacements])
+            score, reached_at, version = change.score, change.reached_at, 1
+            moves.append(Move(board, lane, 0, lane, score))
+        else:
+            score = old.score + change.score
+            reached_at = max(old.reached_at, change.reached_at)
+            version = old.version + 1
+            moves.append(Move(board, old.lane or 0, old.score, lane, score))
+        agent_period.put(board, score, reached_at, lane, version)
+        written.append(Written(board, lane, agent_id, score, reached_at, version))
+    standings.write(collection, periods.values(), s)
+    _count_moves(uow, moves, written)
 
 
 def _count_moves(uow: UnitOfWork, moves: list[Move], written: list[Written]) -> None:
@@ -498,30 +488,36 @@ def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str, boards_seen: set[str
     transaction, so an entry written since the scan is on a board of the log read here."""
     reader = BoardReader(uow.db, uow.session)
     expected = {board: standing for (board, _), standing in fold(reader.log(agent_id), tz).items()}
-    live = reader.agent_entries(agent_id, set(expected) | boards_seen)
+    boards = set(expected) | boards_seen
+    collection = uow.collection(STANDINGS)
+    periods = standings.read(collection, ((board, agent_id) for board in boards), uow.session)
+    found = {board: periods[(place_of(board).period, agent_id)].get(board) for board in boards}
+    live = {board: row for board, row in found.items() if row is not None}
     # A recreated entry is counted where most of the agent's other entries are, else where
     # its log was last applied from (any lane counts right: the lane only keeps concurrent
     # batches off each other's maps).
     lanes = Counter(row.lane or 0 for row in live.values())
     home = lanes.most_common(1)[0][0] if lanes else reader.logged_lane(agent_id) or 0
-    entries = uow.collection(ENTRIES)
     moves = []
     written: list[Written] = []
-    for board in sorted(set(expected) | set(live)):
+    for board in sorted(boards):
         want, have = expected.get(board), live.get(board)
         if have is not None and want == Standing(have.score, have.reached_at):
             continue
+        if want is None and have is None:
+            continue
         old_score, lane = (have.score, have.lane or 0) if have is not None else (0, home)
         version = (have.version if have is not None else 0) + 1
+        agent_period = periods[(place_of(board).period, agent_id)]
         if want is None:
-            entries.delete_one({"_id": entry_id(board, agent_id)}, session=uow.session)
+            agent_period.remove(board)
             moves.append(Move(board, lane, old_score, lane, 0))
             written.append(Written(board, lane, agent_id, 0, None, version, deleted=True))
             continue
-        doc = entry_document(board, agent_id, want.score, want.reached_at, lane, version)
-        entries.replace_one({"_id": doc["_id"]}, doc, upsert=True, session=uow.session)
+        agent_period.put(board, want.score, want.reached_at, lane, version)
         moves.append(Move(board, lane, old_score, lane, want.score))
-        written.append(Written.of(doc))
+        written.append(Written(board, lane, agent_id, want.score, want.reached_at, version))
+    standings.write(collection, periods.values(), uow.session)
     _count_moves(uow, moves, written)
     return len(moves)
 
@@ -530,6 +526,8 @@ def upgrade_storage(database: ServiceDatabase) -> int:
     """Brings boards stored by earlier releases to this layout; idempotent. Returns how
     many boards were recounted or count maps repacked.
 
+    - Entries stored one document per (board, agent) move into standings documents
+      (`_move_legacy_entries`); the entries' index by agent goes with their collection.
     - Per-board totals (`boards`, before count maps) give way to count maps recounted from
       the entries (entries without a lane count in lane 0).
     - Count maps stored as documents of {"<score>": agents} fields are packed
@@ -537,16 +535,12 @@ def upgrade_storage(database: ServiceDatabase) -> int:
       release must be stopped first: they would add to a packed map by field.
     - Team boards' count maps are deleted: those boards are read from their entries now
       (boards.keeps_count_maps); their journal records expire on their own.
-    - The tokens' own documents are dropped (store.LEGACY_MAP_TOKENS says why), and the
-      entries' index by agent (store.BoardEntry says why). Until a rolling update has
-      replaced the earlier release's instances, those may answer a board's top pages as
-      they last read them: they check the token documents, which nothing writes any more.
+    - The tokens' own documents are dropped (store.LEGACY_MAP_TOKENS says why). Until a
+      rolling update has replaced the earlier release's instances, those may answer a
+      board's top pages as they last read them: they check the token documents, which
+      nothing writes any more.
     """
-    entries = database.db[ENTRIES]
-    for name in LEGACY_ENTRY_INDEXES:
-        if name in entries.index_information():
-            entries.drop_index(name)
-    upgraded = 0
+    upgraded = _move_legacy_entries(database)
     if LEGACY_BOARD_TOTALS in database.db.list_collection_names():
         upgraded += _recount_boards(database, BoardReader(database.db).all_entries())
         database.db.drop_collection(LEGACY_BOARD_TOTALS)
@@ -556,6 +550,40 @@ def upgrade_storage(database: ServiceDatabase) -> int:
     if upgraded:
         log.info("leaderboards storage upgraded: %d boards recounted or maps packed", upgraded)
     return upgraded
+
+
+def _move_legacy_entries(database: ServiceDatabase) -> int:
+    """Moves the entries an earlier release stored one document per (board, agent) into
+    standings documents, LEGACY_ENTRIES_SLICE at a time (read, placed, written in bulk),
+    then drops their collection. Returns how many boards they were on.
+
+    The entries and the count maps hold the same values before and after, so the maps and
+    the read views' journal stay as they are. Interrupted, it starts again on the next
+    start: placing an entry again writes the same values. Instances of the earlier release
+    must be stopped first (they would go on writing the old collection)."""
+    db = database.db
+    if LEGACY_ENTRIES not in db.list_collection_names():
+        return 0
+    boards: set[str] = set()
+    moved = 0
+    cursor = db[LEGACY_ENTRIES].find({}, batch_size=LEGACY_ENTRIES_SLICE)
+    while slice_ := list(islice(cursor, LEGACY_ENTRIES_SLICE)):
+        entries = {(doc["board"], doc["agent_id"]): doc for doc in slice_}
+        periods = standings.read(db[STANDINGS], entries)
+        for (board, agent_id), doc in entries.items():
+            periods[(place_of(board).period, agent_id)].put(
+                board,
+                doc["score"],
+                doc["reached_at"],
+                int(doc.get("lane") or 0),
+                int(doc.get("version") or 0),
+            )
+        standings.write(db[STANDINGS], periods.values())
+        boards.update(board for board, _ in entries)
+        moved += len(entries)
+    db.drop_collection(LEGACY_ENTRIES)
+    log.info("leaderboards storage upgraded: %d entries moved into standings", moved)
+    return len(boards)
 
 
 def _repack_maps(database: ServiceDatabase) -> int:
@@ -611,10 +639,11 @@ def _recount_board(uow: UnitOfWork, board: str) -> None:
     maps, written by an earlier release, are deleted)."""
     s = uow.session
     counts: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    query = {"board": board, "score": {"$gt": 0}}
     if keeps_count_maps(board):
-        for doc in uow.collection(ENTRIES).find(query, {"score": 1, "lane": 1}, session=s):
-            counts[lane_of(doc)][doc["score"]] += 1
+        query = standings.scored(board, {"$gt": 0})
+        for doc in uow.collection(STANDINGS).find(query, standings.projection(board), session=s):
+            row = standings.placed(doc, board)
+            counts[row.lane or 0][row.score] += 1
     maps = uow.collection(SCORE_COUNTS)
     stale = {doc["_id"] for doc in maps.find({"board": board}, {"_id": 1}, session=s)}
     writes = MapWrites()

@@ -81,12 +81,6 @@ class Written:
     version: int
     deleted: bool = False
 
-    @classmethod
-    def of(cls, doc: dict[str, Any]) -> Written:
-        """From an entry document as written (store.entry_document)."""
-        board, lane, version = doc["board"], doc["lane"], doc["version"]
-        return cls(board, lane, doc["agent_id"], doc["score"], doc["reached_at"], version)
-
 
 def record_id(board: str, lane: int, seq: int, token: str) -> str:
     """Unique even across a map deleted and made again (its seq starts over): the token."""

@@ -1,14 +1,16 @@
 """The leaderboards database: documents, indexes, and the queries the service needs.
 
 - `applied_points`: the log of applied point events (the rebuild's source of truth).
-- `board_entries`: one document per (board, agent): score and reached_at (boards.py), and
-  the lane (partition) whose count map counts it. The index `rank` (board, score desc,
+- `standings`: the board entries, one document per (period, agent) holding the agent's
+  global, team and tier entry of that period (standings.py): score and reached_at
+  (boards.py), and the lane (partition) whose count map counts it. One index per kind of
+  scope (`rank_global`, `rank_team`, `rank_tier`: period, team or tier, score desc,
   reached_at asc, agent_id asc) is the board order.
 - `score_counts`: per (board, lane), how many of the lane's entries hold each score above
   0 (boards.py, histograms), written in the same transaction as the entries. Team boards
   have none (boards.keeps_count_maps): a team's scores are read from the index whole. A
   board's size and the agents ahead of a score are sums over its maps; a page or a neighbourhood
-  is read as one narrow score band of the `rank` index, and a rank counts only the agents
+  is read as one narrow score band of the board's index, and a rank counts only the agents
   tied with it: no read counts or sorts a deep range of a large board.
 - `periods` / `period_closes`: weekly and monthly periods seen, and the unique close
   record written in the same transaction as the period_closed event.
@@ -22,27 +24,27 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import mongoengine as me
 from cachetools import LRUCache
-from pymongo import ASCENDING, DESCENDING, DeleteOne, InsertOne, ReplaceOne
+from pymongo import DESCENDING, DeleteOne, InsertOne, ReplaceOne
 from pymongo.client_session import ClientSession
+from pymongo.collection import Collection
 from pymongo.database import Database
 
+from services.leaderboards import standings
 from services.leaderboards.boards import (
     Histogram,
     PointChange,
-    Standing,
     ahead_of,
     band,
     keeps_count_maps,
     merge_counts,
-    order_key,
 )
 from services.leaderboards.count_maps import pack, unpack
 from services.leaderboards.journal import SEQ, WRITE_TOKEN, JournalRecord
+from services.leaderboards.standings import STANDINGS, Row, place_of
 from services.runtime.mongo import find_by_ids
 
 K = TypeVar("K")
@@ -68,21 +70,32 @@ class AppliedPoints(me.Document):
     }
 
 
-class BoardEntry(me.Document):
-    id = me.StringField(primary_key=True)  # entry_id(board, agent_id)
-    board = me.StringField(required=True)
+def _rank_index(slot: str, owned: bool) -> dict[str, Any]:
+    owner = [f"{slot}.id"] if owned else []
+    fields = ["period", *owner, f"-{slot}.score", f"{slot}.reached_at", "agent_id"]
+    return {"fields": fields, "name": f"rank_{slot.rstrip('_')}"}
+
+
+class Standings(me.Document):
+    """The board entries of one agent in one period (standings.py): a slot is
+    {id (team or tier), score, reached_at, lane, version}."""
+
+    id = me.StringField(primary_key=True)  # standings.primary_id or standings.spill_id
+    period = me.StringField(required=True)
     agent_id = me.StringField(required=True)
-    score = me.IntField(required=True)
-    reached_at = me.DateTimeField(required=True)
-    lane = me.IntField()  # the lane whose score_counts map counts this entry
+    global_ = me.DictField(db_field="global")
+    team = me.DictField()
+    tier = me.DictField()
     meta = {
-        "collection": "board_entries",
-        # One entry per (board, agent) is the `_id` itself (entry_id), and the rank index is
-        # the only other: every index is written with each entry, on the hottest collection
-        # (an index by agent cost about 20% more per entry written on the local database).
-        # An agent's entries are read by id: the boards its applied log counts in say which.
+        "collection": STANDINGS,
+        # The board orders are the only other indexes: every index is written with each
+        # document, on the hottest collection (an index by agent cost about 20% more per
+        # entry written on the local database). An agent's documents are read by id: the
+        # boards its applied log counts in say which.
         "indexes": [
-            {"fields": ["board", "-score", "reached_at", "agent_id"], "name": "rank"},
+            _rank_index("global_", owned=False),
+            _rank_index("team", owned=True),
+            _rank_index("tier", owned=True),
         ],
     }
 
@@ -135,7 +148,7 @@ class AgentRecord(me.Document):
 
 DOCUMENTS = (
     AppliedPoints,
-    BoardEntry,
+    Standings,
     ScoreCounts,
     JournalRecord,
     PeriodRecord,
@@ -144,7 +157,9 @@ DOCUMENTS = (
 )
 
 APPLIED = "applied_points"
-ENTRIES = "board_entries"
+#: Where an earlier release kept one document per (board, agent); moved into `standings`
+#: on start (handlers.upgrade_storage).
+LEGACY_ENTRIES = "board_entries"
 SCORE_COUNTS = "score_counts"
 #: Where an earlier release also kept each map's token, in a document of its own: a second
 #: write of every map, to spare readers whole maps when they check tokens. Dropped on start:
@@ -155,12 +170,6 @@ LEGACY_MAP_TOKENS = "count_map_tokens"
 PERIODS = "periods"
 CLOSES = "period_closes"
 AGENTS = "agents"
-
-#: Scores are integers, so a band of scores `low..high` is written
-#: `{"$gt": low - 1, "$lt": high + 1}`: the local MongoDB-protocol server drops the boundary
-#: value of `$gte` on a descending index key (it returns scores above it only), and the
-#: strict bounds mean the same on every server.
-BOARD_ORDER = [("score", DESCENDING), ("reached_at", ASCENDING), ("agent_id", ASCENDING)]
 
 
 class TokenCache(Generic[K, V]):
@@ -262,40 +271,17 @@ class MapWrites:
             db[SCORE_COUNTS].bulk_write(self.maps, ordered=False, session=session)
 
 
-def entry_id(board: str, agent_id: str) -> str:
-    """An entry's `_id`: writes address it directly, with no query plan to choose."""
-    return f"{board}|{agent_id}"
-
-
-def entry_document(
-    board: str, agent_id: str, score: int, reached_at: datetime, lane: int, version: int = 1
-) -> dict[str, Any]:
-    """An entry as stored, whole. Nothing more: every field is written with every entry
-    (the period and scope are in the board key; storing them apart cost about 10% more per
-    entry written on the local database). `version`: the stored one's plus one."""
-    return {
-        "_id": entry_id(board, agent_id),
-        "board": board,
-        "agent_id": agent_id,
-        "score": score,
-        "reached_at": reached_at,
-        "lane": lane,
-        "version": version,
-    }
-
-
 def counts_id(board: str, lane: int) -> str:
     """A count map's `_id`. Unique: the lane is the integer after the last `#`."""
     return f"{board}#{lane}"
 
 
-def lane_of(doc: dict[str, Any]) -> int:
-    """The lane an entry is counted in; entries stored before lanes existed count in 0."""
-    return int(doc.get("lane") or 0)
-
-
 def score_band(board: str, low: int, high: int) -> dict[str, Any]:
-    return {"board": board, "score": {"$gt": low - 1, "$lt": high + 1}}
+    """Scores are integers, so a band of scores `low..high` is written
+    `{"$gt": low - 1, "$lt": high + 1}`: the local MongoDB-protocol server drops the
+    boundary value of `$gte` on a descending index key (it returns scores above it only),
+    and the strict bounds mean the same on every server."""
+    return standings.scored(board, {"$gt": low - 1, "$lt": high + 1})
 
 
 def change_from_log(doc: dict[str, Any]) -> PointChange:
@@ -310,39 +296,6 @@ def change_from_log(doc: dict[str, Any]) -> PointChange:
 
 
 # --- reading boards ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Row:
-    agent_id: str
-    score: int
-    reached_at: datetime
-    lane: int | None = None  # read for the rebuild only
-    version: int = 0  # one more on every write of the entry (journal.py)
-
-    @property
-    def order(self) -> tuple[int, datetime, str]:
-        return order_key(self.agent_id, Standing(self.score, self.reached_at))
-
-
-def version_of(doc: Mapping[str, Any]) -> int:
-    """An entry's version; entries stored before versions existed (or bulk-loaded) are 0."""
-    return int(doc.get("version") or 0)
-
-
-def _row(doc: dict[str, Any]) -> Row:
-    """An entry read with _ROW_FIELDS (version 0) or VIEW_FIELDS."""
-    return Row(doc["agent_id"], doc["score"], doc["reached_at"], version=version_of(doc))
-
-
-def _placed_row(doc: dict[str, Any]) -> Row:
-    return Row(doc["agent_id"], doc["score"], doc["reached_at"], lane_of(doc), version_of(doc))
-
-
-_ROW_FIELDS = {"_id": 0, "agent_id": 1, "score": 1, "reached_at": 1}
-#: What a read view (views.py) holds of an entry.
-VIEW_FIELDS = {**_ROW_FIELDS, "version": 1}
-_PLACED_FIELDS = {**VIEW_FIELDS, "board": 1, "lane": 1}
 
 
 #: When neighbours are asked, ties up to this size are read whole to rank within them (one
@@ -423,22 +376,31 @@ class BoardReader:
 
     def _counted_histogram(self, board: str) -> Histogram:
         """A board without count maps (a team's, boards.keeps_count_maps): its scores, read
-        from the `rank` index as one short range. It has no write tokens, so nothing read
-        from it is cached under them (`top` reads its pages every time)."""
+        from its index as one short range. It has no write tokens, so nothing read from it
+        is cached under them (`top` reads its pages every time)."""
         self._read_at[board] = time.monotonic()
-        scores = self.db[ENTRIES].find(
-            {"board": board, "score": {"$gt": 0}}, {"_id": 0, "score": 1}, session=self.session
+        docs = self._entries.find(
+            standings.scored(board, {"$gt": 0}), standings.projection(board), session=self.session
         )
-        return merge_counts([Counter(doc["score"] for doc in scores)])
+        return merge_counts([Counter(standings.row(doc, board).score for doc in docs)])
+
+    @property
+    def _entries(self) -> Collection:
+        return self.db[STANDINGS]
 
     def entry(self, board: str, agent_id: str) -> Row | None:
-        doc = self.db[ENTRIES].find_one(
-            {"_id": entry_id(board, agent_id)}, VIEW_FIELDS, session=self.session
-        )
-        return _row(doc) if doc else None
+        """One query: the agent's primary document, and its spill for the board (if the
+        board is a team's or a tier's), whichever holds the board's slot."""
+        place = place_of(board)
+        ids = [standings.primary_id(place.period, agent_id)]
+        if place.owner is not None:
+            ids.append(standings.spill_id(place, agent_id))
+        query = {"_id": {"$in": ids}, **standings.scored(board, {"$exists": True})}
+        doc = self._entries.find_one(query, standings.projection(board), session=self.session)
+        return standings.row(doc, board) if doc else None
 
     def _count(self, query: dict[str, Any]) -> int:
-        return self.db[ENTRIES].count_documents(query, session=self.session)
+        return self._entries.count_documents(query, session=self.session)
 
     def place(
         self, board: str, row: Row, k: int, histogram: Histogram
@@ -483,10 +445,11 @@ class BoardReader:
                 rows = rows + self.positions(board, tie_ends + 1, rank + k, histogram)
             ahead = [other for other in rows if other.order < row.order]
         else:
-            same = {"board": board, "score": row.score}
-            tied_ahead = self._count({**same, "reached_at": {"$lt": row.reached_at}})
+            same = standings.scored(board, row.score)
+            reached_at = standings.reached_field(board)
+            tied_ahead = self._count({**same, reached_at: {"$lt": row.reached_at}})
             tied_ahead += self._count(
-                {**same, "reached_at": row.reached_at, "agent_id": {"$lt": row.agent_id}}
+                {**same, reached_at: row.reached_at, "agent_id": {"$lt": row.agent_id}}
             )
             rank = 1 + above + tied_ahead
             if k == 0:
@@ -505,14 +468,14 @@ class BoardReader:
         found = band(histogram, first, last)
         if found is None:
             return []
-        cursor = (
-            self.db[ENTRIES]
-            .find(score_band(board, found.low, found.high), _ROW_FIELDS, session=self.session)
-            .sort(BOARD_ORDER)
-        )
+        cursor = self._entries.find(
+            score_band(board, found.low, found.high),
+            standings.projection(board),
+            session=self.session,
+        ).sort(standings.board_order(board))
         if first - 1 > found.above:
             cursor = cursor.skip(first - 1 - found.above)
-        return [_row(doc) for doc in cursor.limit(last - first + 1)]
+        return [standings.row(doc, board) for doc in cursor.limit(last - first + 1)]
 
     def top(
         self, board: str, offset: int, limit: int, histogram: Histogram | None = None
@@ -541,14 +504,14 @@ class BoardReader:
 
     def agent_entries(self, agent_id: str, boards: Iterable[str]) -> dict[str, Row]:
         """The agent's entries on `boards` that exist, by board, with their lanes."""
-        ids = [entry_id(board, agent_id) for board in boards]
-        docs = find_by_ids(self.db[ENTRIES], ids, self.session, _PLACED_FIELDS | {"_id": 1})
-        return {doc["board"]: _placed_row(doc) for doc in docs.values()}
+        boards = set(boards)
+        periods = standings.read(self._entries, ((b, agent_id) for b in boards), self.session)
+        found = {board: periods[(place_of(board).period, agent_id)].get(board) for board in boards}
+        return {board: row for board, row in found.items() if row is not None}
 
     def all_entries(self) -> Iterator[tuple[str, Row]]:
         """Every entry, with its lane."""
-        for doc in self.db[ENTRIES].find({}, _PLACED_FIELDS):
-            yield doc["board"], _placed_row(doc)
+        return standings.all_entries(self._entries)
 
     def log(self, agent_id: str | None = None) -> Iterator[PointChange]:
         query = {} if agent_id is None else {"agent_id": agent_id}

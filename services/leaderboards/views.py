@@ -33,19 +33,12 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from services.common.pacing import paced
-from services.leaderboards import journal
+from services.leaderboards import journal, standings
 from services.leaderboards.boards import keeps_count_maps, merge_counts, total
 from services.leaderboards.count_maps import unpack
 from services.leaderboards.names import NameBook
-from services.leaderboards.store import (
-    ENTRIES,
-    SCORE_COUNTS,
-    SEQ,
-    VIEW_FIELDS,
-    WRITE_TOKEN,
-    Row,
-    version_of,
-)
+from services.leaderboards.standings import STANDINGS
+from services.leaderboards.store import SCORE_COUNTS, SEQ, WRITE_TOKEN, Row
 from services.runtime.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -75,14 +68,12 @@ class BoardView:
         self._held: dict[str, Key] = {}  # every entry seen, by agent (those at 0 too)
 
     @classmethod
-    def of_entries(
-        cls, board: str, docs: Iterable[Mapping[str, Any]], lanes: journal.Lanes
-    ) -> BoardView:
-        """From entries as stored (store.VIEW_FIELDS)."""
+    def of_entries(cls, board: str, rows: Iterable[Row], lanes: journal.Lanes) -> BoardView:
+        """From the board's entries as read (standings.row)."""
         view = cls(board, lanes)
-        for doc in docs:
-            agent_id = sys.intern(doc["agent_id"])  # one string per agent, in every view
-            key = (-doc["score"], doc["reached_at"], agent_id, version_of(doc))
+        for row in rows:
+            agent_id = sys.intern(row.agent_id)  # one string per agent, in every view
+            key = (-row.score, row.reached_at, agent_id, row.version)
             view._held[key[2]] = key
             if key[0] < 0:
                 view._order.append(key)
@@ -316,12 +307,13 @@ class BoardViews:
                 self.max_entries,
             )
             return
-        entries = self.db[ENTRIES].find(
-            {"board": board, "score": {"$gt": 0}}, VIEW_FIELDS, batch_size=self.LOAD_BATCH
+        entries = self.db[STANDINGS].find(
+            standings.scored(board, {"$gt": 0}),
+            standings.projection(board),
+            batch_size=self.LOAD_BATCH,
         )
-        view = BoardView.of_entries(
-            board, paced(entries, self.LOAD_BATCH, self.pause), journal.lanes_of(maps)
-        )
+        rows = (standings.row(doc, board) for doc in paced(entries, self.LOAD_BATCH, self.pause))
+        view = BoardView.of_entries(board, rows, journal.lanes_of(maps))
         caught_up = self.catch_up(view)
         wanted.load_seconds = self.clock() - started
         if caught_up:

@@ -42,6 +42,7 @@ import yaml
 from pymongo import MongoClient
 
 from services.leaderboards.count_maps import merged_by_board
+from services.leaderboards.standings import STANDINGS, as_entries
 from services.runtime.settings import RuntimeSettings, settings_from_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,14 +70,11 @@ PLACEMENT_FIELDS = frozenset({"lane"})
 #: Fields that count a document's writes (a leaderboard entry's version, which the read
 #: views order writes by): how many there were follows the batching too.
 WRITE_COUNT_FIELDS = frozenset({"version"})
-#: Collections of shards (the leaderboards' count maps): compared as the values they add up to.
+#: Collections compared as what their documents stand for: the leaderboards' count maps as
+#: the counts their lanes add up to, and their standings as the entries they hold.
 SHARDED: dict[str, Callable[[Iterable[dict[str, Any]]], list[dict[str, Any]]]] = {
     "score_counts": merged_by_board,
-}
-#: Fields an earlier release stored that this one no longer writes, by collection: a live
-#: database keeps them on each document until it is written again.
-RETIRED_FIELDS: dict[str, frozenset[str]] = {
-    "board_entries": frozenset({"period_key", "scope"}),  # both are in the board key
+    STANDINGS: as_entries,
 }
 #: Admin actions on credit lots arrive over HTTP and are in no topic: a rebuild of credits
 #: would drop them, so `apply` refuses while any exist.
@@ -311,8 +309,4 @@ def _documents(collection: Any) -> Counter[str]:
     docs = collection.find()
     if collection.name in SHARDED:
         docs = SHARDED[collection.name](docs)
-    retired = RETIRED_FIELDS.get(collection.name, frozenset())
-    return Counter(
-        json.dumps(_canonical({k: v for k, v in doc.items() if k not in retired}), sort_keys=True)
-        for doc in docs
-    )
+    return Counter(json.dumps(_canonical(doc), sort_keys=True) for doc in docs)

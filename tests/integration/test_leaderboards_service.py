@@ -43,6 +43,7 @@ from tests.support.harness import (
     unique_prefix,
     wait_until,
 )
+from tests.support.standings import delete_entries, put_entry, stored_entries
 
 pytestmark = pytest.mark.integration
 
@@ -150,8 +151,7 @@ def mine(rows, agents) -> list:
 
 
 def entries_of(db, agents) -> dict[tuple[str, str], tuple[int, datetime]]:
-    docs = db.board_entries.find({"agent_id": {"$in": list(agents)}})
-    return {(d["board"], d["agent_id"]): (d["score"], d["reached_at"]) for d in docs}
+    return {key: (row.score, row.reached_at) for key, row in stored_entries(db, agents).items()}
 
 
 def as_change(event) -> PointChange:
@@ -385,8 +385,10 @@ def test_shuffled_and_repeated_stream_gives_the_canonical_boards_and_rebuild_equ
         return {k: v for k, v in board(url, "2026-W44", limit=100).items() if k != "closed"}
 
     shown = standings(a)
-    db.board_entries.delete_many({"agent_id": {"$in": agents[:3]}})  # lose some entries
-    db.board_entries.update_many({"agent_id": agents[3]}, {"$inc": {"score": 1000}})  # corrupt
+    delete_entries(db, [key for key in live if key[1] in agents[:3]])  # lose some entries
+    for (key, agent), (score, at) in live.items():
+        if agent == agents[3]:
+            put_entry(db, key, agent, score + 1000, at)  # corrupt
     add_to_maps(db, {"board": "2026-W44|global"}, {7: 2})
     wait_until(lambda: standings(a) != shown, message="the damage is visible")
     response = requests.post(f"{a}/v1/leaderboards/rebuild", timeout=120)
@@ -401,7 +403,7 @@ def test_shuffled_and_repeated_stream_gives_the_canonical_boards_and_rebuild_equ
     assert again["entries_fixed"] == 0 and again["boards_recounted"] == 0
 
     # the command-line rebuild: same function, same result
-    db.board_entries.delete_many({"agent_id": agents[4]})
+    delete_entries(db, [key for key in live if key[1] == agents[4]])
     assert rebuild_from_config(config).entries_fixed > 0
     assert entries_of(db, agents) == live
     refused = requests.post(f"{a}/v1/leaderboards/rebuild", json={"full": True}, timeout=10)

@@ -27,13 +27,14 @@ from contracts.events import PointsAwarded, PointsChangeData
 from services.leaderboards import handlers, queries, store
 from services.leaderboards.boards import PointChange, fold, ranked, total
 from services.leaderboards.count_maps import is_packed
-from services.leaderboards.store import DOCUMENTS, ENTRIES, BoardReader, counts_id, entry_id
+from services.leaderboards.store import DOCUMENTS, BoardReader, counts_id
 from services.leaderboards.views import BoardViews
 from services.runtime.errors import NotFound
 from services.runtime.mongo import ServiceDatabase
 from tests.support.count_maps import add_to_maps, drop_map, put_map, stored_maps
 from tests.support.count_maps import counted_from_entries as entries_call_for
 from tests.support.databases import fresh_service_database
+from tests.support.standings import delete_entries, put_entry, stored_entries
 
 pytestmark = pytest.mark.integration
 
@@ -120,8 +121,8 @@ def as_change(event) -> PointChange:
 
 def entries(db: ServiceDatabase) -> dict[tuple[str, str], tuple[int, datetime, int]]:
     return {
-        (d["board"], d["agent_id"]): (d["score"], d["reached_at"], d.get("lane", 0))
-        for d in db.db.board_entries.find()
+        key: (row.score, row.reached_at, row.lane or 0)
+        for key, row in stored_entries(db.db).items()
     }
 
 
@@ -366,7 +367,7 @@ def test_rebuild_repairs_damaged_count_maps(make_database):
 
     # a lost entry is recreated in its agent's lane (its map, still counting it, is then
     # recounted)
-    db.db.board_entries.delete_one({"_id": f"{BOARD}|rp-4"})
+    delete_entries(db.db, [(BOARD, "rp-4")])
     report = handlers.rebuild(db, tz=TZ)
     assert (report.entries_fixed, report.boards_recounted) == (1, 1)
     assert entries(db)[(BOARD, "rp-4")][2] == lane_of("rp-4")
@@ -376,14 +377,31 @@ def test_rebuild_repairs_damaged_count_maps(make_database):
 
     # an entry on a board its agent's log never counted in goes (with its count)
     stray = "2026-W01|global"
-    db.db.board_entries.insert_one(
-        {"_id": f"{stray}|rp-5", "board": stray, "agent_id": "rp-5", "score": 3, "reached_at": t}
-    )
+    put_entry(db.db, stray, "rp-5", 3, t)
     add_to_maps(db.db, {"_id": counts_id(stray, 0)}, {3: 1})
     report = handlers.rebuild(db, tz=TZ)
     assert report.entries_fixed == 1
     assert (stray, "rp-5") not in entries(db)
     assert count_maps(db) == good == counted_from_entries(db)
+
+
+def store_as_legacy_entries(db: ServiceDatabase, lanes: bool = True) -> None:
+    """Rewrites the stored entries as an earlier release kept them: one document per
+    (board, agent), in `board_entries`, with no version (and no lane unless `lanes`)."""
+    legacy = [
+        {
+            "_id": f"{board}|{agent}",
+            "board": board,
+            "agent_id": agent,
+            "score": row.score,
+            "reached_at": row.reached_at,
+            **({"lane": row.lane} if lanes else {}),
+        }
+        for (board, agent), row in stored_entries(db.db).items()
+    ]
+    db.db.standings.delete_many({})
+    db.db.board_entries.insert_many(legacy)
+    db.db.board_entries.create_index("agent_id", name="by_agent")
 
 
 def test_boards_stored_before_count_maps_are_upgraded_on_start(make_database):
@@ -392,14 +410,14 @@ def test_boards_stored_before_count_maps_are_upgraded_on_start(make_database):
     apply(db, [award(f"up-{i}", 5 + i % 3, t + timedelta(minutes=i)) for i in range(9)])
     want = {(key, agent): (score, at) for (key, agent), (score, at, _) in entries(db).items()}
     # What the earlier release left: entries without a lane, per-board totals, no maps.
-    db.db.board_entries.update_many({}, {"$unset": {"lane": ""}})
+    store_as_legacy_entries(db, lanes=False)
     db.db.score_counts.delete_many({})
     db.db["boards"].insert_one({"_id": BOARD, "entries": 9, "max_score": 8})
-    db.db.board_entries.create_index("agent_id", name="by_agent")  # no longer wanted
 
     assert handlers.upgrade_storage(db) > 0
     assert "boards" not in db.db.list_collection_names()
-    assert "by_agent" not in db.db.board_entries.index_information()
+    assert "board_entries" not in db.db.list_collection_names()
+    assert {k: v[:2] for k, v in entries(db).items()} == want
     assert count_maps(db) == counted_from_entries(db)  # entries without lanes: lane 0
     assert total(BoardReader(db.db).histogram(BOARD)) == 9
     assert handlers.upgrade_storage(db) == 0  # once only
@@ -408,6 +426,71 @@ def test_boards_stored_before_count_maps_are_upgraded_on_start(make_database):
     assert {k: v[:2] for k, v in entries(db).items()}.keys() == want.keys()
     assert total(BoardReader(db.db).histogram(BOARD)) == 9
     assert count_maps(db) == counted_from_entries(db)
+
+
+def test_an_agent_moving_team_and_tier_within_a_period_is_on_every_board_it_earned_on(
+    make_database,
+):
+    """Standings documents hold one team's and one tier's entry per agent and period; the
+    others are in spill documents (services/leaderboards/standings.py). Every entry is
+    found, ranked, repaired by the rebuild and moved from the earlier layout alike."""
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    moves = [
+        ("red", "foundation"),
+        ("blue", "advanced"),
+        ("green", "advanced"),
+        ("red", "leadership"),
+    ]
+    events = [
+        award("mv-0", 5 + i, t + timedelta(hours=i), team, tier)
+        for i, (team, tier) in enumerate(moves)
+    ]
+    events += [award(f"mv-{i}", 6, t, "blue", "advanced") for i in range(1, 4)]
+    apply(db, events)
+
+    def check() -> None:
+        want = {key: (s.score, s.reached_at) for key, s in fold(map(as_change, events), TZ).items()}
+        assert {key: value[:2] for key, value in entries(db).items()} == want
+        assert count_maps(db) == counted_from_entries(db)
+        reader = BoardReader(db.db)
+        for team in ("red", "blue", "green"):
+            board = f"2026-W20|team:{team}"
+            want_rows = [(r.agent_id, r.score) for r in reader.top(board, 0, 10)]
+            assert want_rows == expected_rows(events, board)
+            assert reader.entry(board, "mv-0") is not None
+        assert reader.entry("2026-W20|team:gold", "mv-0") is None
+
+    check()
+    primary = db.db.standings.find_one({"_id": "2026-W20|mv-0"})
+    assert (primary["team"]["id"], primary["tier"]["id"]) == ("red", "foundation")
+    spills = {d["_id"] for d in db.db.standings.find({"agent_id": "mv-0", "period": "2026-W20"})}
+    assert spills == {
+        "2026-W20|mv-0",
+        "2026-W20|mv-0|team:blue",
+        "2026-W20|mv-0|team:green",
+        "2026-W20|mv-0|tier:advanced",
+        "2026-W20|mv-0|tier:leadership",
+    }
+
+    # The primary's team entry lost: a spill takes its slot, and the rebuild puts the lost
+    # entry back (in a spill now); later points find each entry where it is.
+    delete_entries(db.db, [("2026-W20|team:red", "mv-0")])
+    assert db.db.standings.find_one({"_id": "2026-W20|mv-0"})["team"]["id"] != "red"
+    report = handlers.rebuild(db, tz=TZ)
+    assert report.entries_fixed == 1
+    check()
+    events += [award("mv-0", 40, t + timedelta(hours=9), team) for team in ("red", "green")]
+    apply(db, events[-2:])
+    check()
+    assert handlers.rebuild(db, tz=TZ).entries_fixed == 0
+
+    # Moved from an earlier release's layout (one document per entry) on start.
+    store_as_legacy_entries(db)
+    assert handlers.upgrade_storage(db) > 0
+    check()
+    assert "board_entries" not in db.db.list_collection_names()
+    assert handlers.upgrade_storage(db) == 0
 
 
 def test_team_boards_are_read_from_their_entries_with_no_maps_and_no_views(make_database):
@@ -800,7 +883,7 @@ def test_a_rank_from_a_view_reads_the_entry_only_for_an_agent_it_does_not_hold(m
 
     # Held: answered from the view alone (the entry, gone from the database behind the
     # view's back, is not read).
-    db.db[ENTRIES].delete_one({"_id": entry_id(BOARD, "h-5")})
+    delete_entries(db.db, [(BOARD, "h-5")])
     held = queries.position(db.db, "2026-W20", "h-5", PositionQuery(neighbors=1), **kwargs)
     assert (held.rank, held.score, [e.agent_id for e in held.below]) == (1, 6, ["h-4"])
 

@@ -10,6 +10,7 @@ from pymongo.database import Database
 from services.leaderboards.boards import keeps_count_maps
 from services.leaderboards.count_maps import unpack
 from services.leaderboards.store import MapWrites, counts_id
+from tests.support.standings import stored_entries
 
 
 def stored_maps(db: Database) -> dict[str, dict[int, int]]:
@@ -25,11 +26,11 @@ def counted_from_entries(db: Database) -> dict[str, dict[int, int]]:
     team's), agents per score above 0 (an entry without a lane, stored before lanes, counts
     in lane 0)."""
     maps: dict[str, dict[int, int]] = {}
-    for d in db.board_entries.find({"score": {"$gt": 0}}):
-        if not keeps_count_maps(d["board"]):
+    for (board, _), row in stored_entries(db).items():
+        if row.score <= 0 or not keeps_count_maps(board):
             continue
-        counts = maps.setdefault(counts_id(d["board"], d.get("lane", 0)), {})
-        counts[d["score"]] = counts.get(d["score"], 0) + 1
+        counts = maps.setdefault(counts_id(board, row.lane or 0), {})
+        counts[row.score] = counts.get(row.score, 0) + 1
     return maps
 
 

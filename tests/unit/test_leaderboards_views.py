@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.leaderboards.boards import Standing, ranked
 from services.leaderboards.journal import chain_to
+from services.leaderboards.standings import Row
 from services.leaderboards.views import BoardView
 
 T0 = datetime(2026, 5, 11, 1, tzinfo=UTC)
@@ -27,14 +28,7 @@ def test_a_view_ranks_pages_and_neighbours_as_the_reference_through_random_write
     for agent in agents[:25]:
         standing = Standing(rng.choice([0, 1, 2, 2, 7, 30]), rng.choice(times))
         truth[agent] = (standing, rng.randrange(0, 3))
-        initial.append(
-            {
-                "agent_id": agent,
-                "score": standing.score,
-                "reached_at": standing.reached_at,
-                "version": truth[agent][1],
-            }
-        )
+        initial.append(Row(agent, standing.score, standing.reached_at, version=truth[agent][1]))
     view = BoardView.of_entries("B", initial, {})
     for _ in range(400):
         agent = rng.choice(agents)
