@@ -309,7 +309,7 @@ class BoardReader:
 
     A board's histogram (its per-lane count maps, merged) turns positions into scores: a
     page or a neighbourhood is ONE find on the narrow band of scores that holds it, sorted
-    by the `rank` index and skipped within the band, and a rank is the agents above the
+    by the board's index and skipped within the band, and a rank is the agents above the
     agent's score (a sum over the histogram) plus those tied with it and ahead (counted in
     the index, within the tie only). A server that sorts every match of a range before its
     limit thus sorts a band, never the part of the board above it.
@@ -410,7 +410,7 @@ class BoardReader:
 
         The histogram gives the size of the tie. Alone on its score with no neighbours
         asked, the row needs no query. With neighbours asked, a tie of up to TIE_READ_WHOLE
-        is read whole, as the band of its one score in the `rank` index: the rank within
+        is read whole, as the band of its one score in the board's index: the rank within
         the tie and the neighbours inside it come from it. Only when the k positions on a
         side reach past the tie are those read too, from the next scores. (Reading the tie
         and both neighbouring scores as one band read three ties where one is needed: at
