@@ -491,8 +491,7 @@ def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str, boards_seen: set[str
     boards = set(expected) | boards_seen
     collection = uow.collection(STANDINGS)
     periods = standings.read(collection, ((board, agent_id) for board in boards), uow.session)
-    found = {board: periods[(place_of(board).period, agent_id)].get(board) for board in boards}
-    live = {board: row for board, row in found.items() if row is not None}
+    live = standings.held(periods, agent_id, boards)
     # A recreated entry is counted where most of the agent's other entries are, else where
     # its log was last applied from (any lane counts right: the lane only keeps concurrent
     # batches off each other's maps).

@@ -308,6 +308,14 @@ def read(
     return found
 
 
+def held(
+    periods: Mapping[tuple[str, str], AgentPeriod], agent_id: str, boards: Iterable[str]
+) -> dict[str, Row]:
+    """The agent's entries on `boards` in `periods` (as `read` gave them), by board."""
+    found = {board: periods[(place_of(board).period, agent_id)].get(board) for board in boards}
+    return {board: row for board, row in found.items() if row is not None}
+
+
 def write(
     collection: Collection,
     periods: Iterable[AgentPeriod],

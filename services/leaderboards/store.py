@@ -506,8 +506,7 @@ class BoardReader:
         """The agent's entries on `boards` that exist, by board, with their lanes."""
         boards = set(boards)
         periods = standings.read(self._entries, ((b, agent_id) for b in boards), self.session)
-        found = {board: periods[(place_of(board).period, agent_id)].get(board) for board in boards}
-        return {board: row for board, row in found.items() if row is not None}
+        return standings.held(periods, agent_id, boards)
 
     def all_entries(self) -> Iterator[tuple[str, Row]]:
         """Every entry, with its lane."""
