@@ -290,13 +290,9 @@ def read(
     """The standings of the (board, agent) `entries`, by (period, agent): their primaries
     read by id, then the spills those say may hold one of the boards (usually none)."""
     wanted = {(place_of(board).period, agent_id, board) for board, agent_id in entries}
-    primaries = find_by_ids(
-        collection, {primary_id(period, agent) for period, agent, _ in wanted}, session
-    )
-    found = {
-        (period, agent): AgentPeriod(period, agent, primaries.get(primary_id(period, agent)))
-        for period, agent, _ in wanted
-    }
+    keys = {(period, agent) for period, agent, _ in wanted}
+    primaries = find_by_ids(collection, [primary_id(*key) for key in keys], session)
+    found = {key: AgentPeriod(*key, primaries.get(primary_id(*key))) for key in keys}
     spills = {
         spill: (period, agent)
         for period, agent, board in wanted
