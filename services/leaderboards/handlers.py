@@ -644,8 +644,7 @@ def _recount_board(uow: UnitOfWork, board: str) -> None:
     s = uow.session
     counts: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     if keeps_count_maps(board):
-        query = standings.scored(board, {"$gt": 0})
-        for doc in uow.collection(STANDINGS).find(query, standings.projection(board), session=s):
+        for doc in standings.on_board(uow.collection(STANDINGS), board, s):
             row = standings.placed(doc, board)
             counts[row.lane or 0][row.score] += 1
     maps = uow.collection(SCORE_COUNTS)

@@ -34,6 +34,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, DeleteOne, InsertOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
+from pymongo.cursor import Cursor
 
 from services.leaderboards.boards import GLOBAL, Standing, board_key, order_key
 from services.runtime.mongo import bulk_write_in_slices, find_by_ids
@@ -131,6 +132,14 @@ def board_order(board: str) -> list[tuple[str, int]]:
 def projection(board: str) -> dict[str, int]:
     """What `row` reads of a document on `board`."""
     return {"_id": 0, "agent_id": 1, place_of(board).slot: 1}
+
+
+def on_board(
+    collection: Collection, board: str, session: ClientSession | None = None, **find: Any
+) -> Cursor:
+    """The documents holding an entry of `board` above 0, read with `projection(board)`
+    (`row` or `placed` gives the entry); `find`: more arguments of the find."""
+    return collection.find(scored(board, {"$gt": 0}), projection(board), session=session, **find)
 
 
 def row(doc: Mapping[str, Any], board: str) -> Row:
@@ -262,7 +271,7 @@ class AgentPeriod:
 
     def documents(self) -> list[dict[str, Any]]:
         """The documents as they stand now, those holding a slot."""
-        return [doc for doc in self._docs.values() if any(slot in doc for slot in SLOTS)]
+        return [doc for doc in self._docs.values() if _holds_a_slot(doc)]
 
     def writes(self) -> tuple[list[InsertOne], list[ReplaceOne | DeleteOne]]:
         """(inserts, replacements and deletes) that store the changes: a document is
@@ -271,7 +280,7 @@ class AgentPeriod:
         others: list[ReplaceOne | DeleteOne] = []
         for id_ in sorted(self._changed):
             doc = self._docs[id_]
-            holds = any(slot in doc for slot in SLOTS)
+            holds = _holds_a_slot(doc)
             if id_ not in self._stored:
                 if holds:
                     inserts.append(InsertOne(doc))
@@ -280,6 +289,10 @@ class AgentPeriod:
             else:
                 others.append(DeleteOne({"_id": id_}))
         return inserts, others
+
+
+def _holds_a_slot(doc: Mapping[str, Any]) -> bool:
+    return any(slot in doc for slot in SLOTS)
 
 
 def read(

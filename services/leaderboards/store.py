@@ -379,9 +379,7 @@ class BoardReader:
         from its index as one short range. It has no write tokens, so nothing read from it
         is cached under them (`top` reads its pages every time)."""
         self._read_at[board] = time.monotonic()
-        docs = self._entries.find(
-            standings.scored(board, {"$gt": 0}), standings.projection(board), session=self.session
-        )
+        docs = standings.on_board(self._entries, board, self.session)
         return merge_counts([Counter(standings.row(doc, board).score for doc in docs)])
 
     @property

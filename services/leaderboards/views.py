@@ -307,11 +307,7 @@ class BoardViews:
                 self.max_entries,
             )
             return
-        entries = self.db[STANDINGS].find(
-            standings.scored(board, {"$gt": 0}),
-            standings.projection(board),
-            batch_size=self.LOAD_BATCH,
-        )
+        entries = standings.on_board(self.db[STANDINGS], board, batch_size=self.LOAD_BATCH)
         rows = (standings.row(doc, board) for doc in paced(entries, self.LOAD_BATCH, self.pause))
         view = BoardView.of_entries(board, rows, journal.lanes_of(maps))
         caught_up = self.catch_up(view)
