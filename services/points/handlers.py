@@ -50,23 +50,23 @@ from services.points.rules import (
 )
 from services.points.store import (
     ACCOUNTS,
+    IDS,
     LEDGER,
     RULE_VERSIONS,
     RULES,
     append_entries,
+    award_id_for,
     cap_id,
     find_accounts,
     find_caps,
     recorded_award_ids,
+    reversal_id_of,
     save_accounts,
     save_caps,
     version_id,
 )
 from services.runtime.errors import BadRequest, Conflict, NotFound, RuleViolation
 from services.runtime.mongo import UnitOfWork
-
-#: Award and event ids derive from (source event, rule): a replay rebuilds the same ids.
-_IDS = uuid.UUID("6f1c2a0e-5b7d-4e8a-9c3f-2d4b6a8e0f17")
 
 
 class AlreadyAwarded(Exception):
@@ -81,10 +81,6 @@ class Change:
     rule_id: str
     delta: int
     entry: dict[str, Any]
-
-
-def award_id_for(source_event_id: str, rule_id: str) -> str:
-    return uuid.uuid5(_IDS, f"{source_event_id}|{rule_id}").hex
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -447,7 +443,7 @@ def _event_for(entry: dict[str, Any], source: str) -> PointsAwarded | PointsReve
         tier=entry["tier"],
         balance=entry["balance"],
     )
-    event_id = str(uuid.uuid5(_IDS, f"points-event|{entry['_id']}"))
+    event_id = str(uuid.uuid5(IDS, f"points-event|{entry['_id']}"))
     reversed_award_id = entry["reversed_award_id"]
     if reversed_award_id is None:
         return PointsAwarded(
@@ -515,9 +511,7 @@ def reverse(
         raise NotFound(f"award {award_id} of agent {agent_id} not found")
     if award["rule_id"] == REVERSAL_RULE_ID:
         raise RuleViolation("a reversal cannot be reversed: make an adjustment instead")
-    earlier = ledger.find_one(
-        {"source_event_id": award_id, "rule_id": REVERSAL_RULE_ID}, {"_id": 1}, session=uow.session
-    )
+    earlier = ledger.find_one({"_id": reversal_id_of(award_id)}, {"_id": 1}, session=uow.session)
     if earlier is not None:
         raise Conflict(
             f"award {award_id} was already reversed", details={"reversal_id": earlier["_id"]}
@@ -526,7 +520,7 @@ def reverse(
     account = _change_balance(uow, agent_id, delta)
     entry = _entry(
         account,
-        award_id=award_id_for(award_id, REVERSAL_RULE_ID),
+        award_id=reversal_id_of(award_id),
         delta=delta,
         rule_id=REVERSAL_RULE_ID,
         rule_version=None,

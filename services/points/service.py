@@ -157,7 +157,7 @@ class PointsService(operations.ConsumerEndpoints):
         key = request.headers.get("Idempotency-Key")
         adjustment_id = None
         if key:
-            adjustment_id = handlers.award_id_for(f"{agent_id}|{key}", "adjustment")
+            adjustment_id = store.award_id_for(f"{agent_id}|{key}", "adjustment")
         now = datetime.now(UTC)
 
         def work(uow: UnitOfWork) -> handlers.Change:

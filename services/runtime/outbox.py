@@ -28,6 +28,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from contracts.envelope import CloudEvent
 from contracts.topics import TOPIC_OF_TYPE
+from services.runtime.indexes import drop_indexes
 from services.runtime.metrics import ServiceMetrics
 from services.runtime.publisher import KafkaPublisher, OutgoingMessage, PublishError
 from services.runtime.settings import RuntimeSettings
@@ -39,7 +40,10 @@ BACKLOG_REPORT_SECONDS = 1.0
 OUTBOX = "outbox"
 LEASES = "leases"
 RELAY_LEASE = "outbox-relay"
-LEGACY_EVENT_ID_INDEX = "event_id"
+#: Indexes of earlier releases: `event_id`, unique on the one-event-per-document layout's
+#: top-level id (it would reject every document of this layout after the first), and
+#: `event_ids`, unique on each event's id (see `ensure_outbox_indexes`).
+RETIRED_INDEXES = ("event_id", "event_ids")
 
 
 def outbox_record(events: list[CloudEvent], now: datetime) -> dict[str, Any]:
@@ -76,23 +80,16 @@ def outbox_events(db: Database, query: dict[str, Any] | None = None) -> list[dic
 
 
 def ensure_outbox_indexes(db: Database) -> None:
-    # The earlier layout's unique index on a top-level event id would reject every
-    # document of this layout after the first (none has that field): drop it.
-    if LEGACY_EVENT_ID_INDEX in db[OUTBOX].index_information():
-        db[OUTBOX].drop_index(LEGACY_EVENT_ID_INDEX)
+    drop_indexes(db[OUTBOX], RETIRED_INDEXES)
     # Pending documents in commit order; sent ones kept a week for inspection, then dropped.
     db[OUTBOX].create_index([("sent_at", 1), ("_id", 1)], name="pending_in_order")
     db[OUTBOX].create_index("sent_at", name="sent_ttl", expireAfterSeconds=7 * 24 * 3600)
-    # An event id is written once, whatever unit of work tries again (derived ids). It
-    # costs every outbox write an entry per event (a document of 300 events: insert 23.5 ms
-    # and mark sent 34.7 ms with it, 6.2 and 6.3 without, on the local database). Runs
-    # without it once seemed to bring on the local database's stalls; later runs stalled
-    # the same way with it (handled-id inserts, up to 75 s of statement time, in five of
-    # twelve pipeline runs), so the guarantee is what keeps it, not speed. The ids in a
-    # collection of their own, so that marking a document sent would not rewrite them,
-    # cost more: a document of 1,500 events inserted and marked took 179 ms of the local
-    # server's CPU that way, 152 with this index, 30 with neither.
-    db[OUTBOX].create_index("events.event_id", name="event_ids", unique=True)
+    # No unique index on the events' ids: every event id is either new (`create`) or derived
+    # one to one from the key of a document the same transaction inserts under a unique
+    # index (ledger entry, badge award, credits milestone, period close), so the outbox
+    # cannot hold one id twice; consumers dedupe by id besides. Such an index cost an entry
+    # per event at the insert and again at the mark-sent rewrite: for a document of 1,400
+    # events, 222 ms of the local server's CPU against 46 without it.
 
 
 class Lease:

@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pymongo import MongoClient
 
 from contracts.topics import GAMIFICATION_BADGES, LEARNING_PROGRESS, WORK_TICKETS
 from services.points.service import PointsService
+from services.points.store import LEDGER
 from tests.integration.points_events import PointsClient, published_points_events
 from tests.support.events import (
     agent_registered,
@@ -447,3 +449,18 @@ def test_one_entrypoint_awards_from_three_topics_and_counts_each_under_its_own(c
         (WORK_TICKETS, events[1].type): 1,
         (GAMIFICATION_BADGES, events[2].type): 1,
     }
+
+
+def test_start_drops_the_ledger_indexes_an_earlier_release_made(broker, database):
+    # Earlier releases kept two unique ledger indexes the ids and the account already
+    # guarantee: an upgraded database still has them, and each would cost every award.
+    prefix = unique_prefix()
+    mongo: MongoClient = MongoClient(database.uri)
+    ledger = mongo[f"{prefix}skillquest_points".replace(".", "_")][LEDGER]
+    ledger.create_index([("source_event_id", 1), ("rule_id", 1)], name="award_key", unique=True)
+    ledger.create_index([("agent_id", 1), ("seq", 1)], name="agent_seq", unique=True)
+    try:
+        with running(PointsService, service_config(broker, database, prefix)):
+            assert set(ledger.index_information()) == {"_id_", "history"}
+    finally:
+        mongo.close()

@@ -214,12 +214,14 @@ def test_outbox_write_succeeds_while_the_broker_is_down_and_arrives_once(
 def test_events_left_in_the_outbox_by_the_earlier_layout_are_relayed_after_an_upgrade(
     config, bus, database, prefix
 ):
-    # Before this release the outbox held one event per document, under a unique index
-    # on a top-level `event_id`: both are what an upgraded database still has.
+    # Earlier releases held one event per document, under a unique index on a top-level
+    # `event_id`, and later a unique index on each event's id: an upgraded database may
+    # still have all of them.
     old = ticket("agent-6", "T-old")
     client = MongoClient(database.uri)
     outbox = client[f"{prefix}skillquest_sample".replace(".", "_")][OUTBOX]
     outbox.create_index("event_id", name="event_id", unique=True)
+    outbox.create_index("events.event_id", name="event_ids", unique=True)
     outbox.insert_one(
         {
             "event_id": old.id,
@@ -242,6 +244,7 @@ def test_events_left_in_the_outbox_by_the_earlier_layout_are_relayed_after_an_up
                 assert response.status_code == 202
             wait_until(lambda: counts(config, "agent-6")["tickets"] == 3, message="all three")
             assert counts(config, "agent-6")["ticket_ids"] == ["T-old", "T-new-1", "T-new-2"]
+        assert set(outbox.index_information()) == {"_id_", "pending_in_order", "sent_ttl"}
     finally:
         client.close()
 
