@@ -29,7 +29,7 @@ from pymongo.errors import CollectionInvalid
 
 from contracts.api.points import REVERSAL_RULE_ID
 from services.runtime.indexes import drop_indexes
-from services.runtime.mongo import PROCESSED_EVENTS, find_by_ids
+from services.runtime.mongo import PROCESSED_EVENTS, ServiceDatabase, find_by_ids
 from services.runtime.outbox import OUTBOX, ensure_outbox_indexes
 
 #: Award and event ids derive from (source event, rule): a replay rebuilds the same ids.
@@ -158,9 +158,13 @@ def prepare_collections(db: Database) -> None:
             with contextlib.suppress(CollectionInvalid):
                 db.create_collection(name)
     ensure_outbox_indexes(db)
-    drop_indexes(db[LEDGER], RETIRED_LEDGER_INDEXES)
     for document in DOCUMENTS:
         document.ensure_indexes()
+
+
+def upgrade_storage(database: ServiceDatabase) -> None:
+    """Run on start, once the collections and indexes exist (`Mongo(upgrade=...)`)."""
+    drop_indexes(database.db[LEDGER], RETIRED_LEDGER_INDEXES)
 
 
 def cap_id(agent_id: str, rule_id: str, day: str) -> str:
