@@ -18,8 +18,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from services.badges.criteria import Achievement, Catalog, Fact
-from services.runtime.indexes import drop_indexes
-from services.runtime.mongo import ServiceDatabase, UnitOfWork, find_by_ids, find_in
+from services.runtime.mongo import UnitOfWork, find_by_ids, find_in
 
 #: Agents per `$in` query on facts and awards (see `find_in`). Measured on the local
 #: database, 300 agents with 6 facts each: 575 ms in one query, 132 in queries of 50, 122
@@ -38,15 +37,11 @@ class BadgeFact(me.Document):
     snapshot = me.DictField()
     meta = {
         "collection": "badge_facts",
-        # The id is the fact's key (`fact_id`), and an agent's facts are an id range
-        # (`id_prefix`): the one other index serves the per-badge reads.
-        "indexes": [{"fields": ["badge_id", "agent_id"]}],
+        "indexes": [
+            {"fields": ["agent_id", "badge_id", "key"], "unique": True},
+            {"fields": ["badge_id", "agent_id"]},
+        ],
     }
-
-
-#: Fact indexes of earlier releases, dropped on start: a unique (agent, badge, key) index
-#: repeated the primary key at the cost of an entry per fact.
-RETIRED_FACT_INDEXES = ("agent_id_1_badge_id_1_key_1",)
 
 
 class BadgeAward(me.Document):
@@ -109,11 +104,6 @@ COURSES = _name(CatalogCourse)
 KEYS = _name(SigningKeyRecord)
 
 
-def upgrade_storage(database: ServiceDatabase) -> None:
-    """Run on start, once the collections and indexes exist (`Mongo(upgrade=...)`)."""
-    drop_indexes(database.db[FACTS], RETIRED_FACT_INDEXES)
-
-
 def fact_id(fact: Fact) -> str:
     return f"{fact.agent_id}|{fact.badge_id}|{fact.key}"
 
@@ -161,18 +151,13 @@ def save_facts(uow: UnitOfWork, new: list[Fact], replacing: list[Fact]) -> None:
         uow.collection(FACTS).bulk_write(writes, session=uow.session)
 
 
-def id_prefix(*parts: str) -> dict[str, Any]:
-    """A query for the ids that begin with `parts` joined as the ids join them: ids and
-    badge ids cannot hold a "|" (ID_PATTERN), so the range holds exactly those documents."""
-    prefix = "".join(f"{part}|" for part in parts)
-    return {"_id": {"$gte": prefix, "$lt": prefix[:-1] + chr(ord("|") + 1)}}
-
-
 def facts_of(
     collection: Collection, agent_id: str, badge_id: str | None = None, session: Any = None
 ) -> list[Fact]:
-    parts = (agent_id,) if badge_id is None else (agent_id, badge_id)
-    return [_fact(doc) for doc in collection.find(id_prefix(*parts), session=session)]
+    query: dict[str, Any] = {"agent_id": agent_id}
+    if badge_id is not None:
+        query["badge_id"] = badge_id
+    return [_fact(doc) for doc in collection.find(query, session=session)]
 
 
 def facts_of_pairs(

@@ -37,19 +37,9 @@ from contracts.events import (
 from contracts.topics import GAMIFICATION_BADGES
 from contracts.vocabulary import AgentSnapshot
 from services.badges.credentials import key_from_pem, verify
-from services.badges.criteria import Fact
 from services.badges.handlers import handle_agent_event, handle_agent_events, handle_catalog_event
 from services.badges.service import BadgesService
-from services.badges.store import (
-    AGENTS,
-    AWARDS,
-    DOCUMENTS,
-    FACTS,
-    fact_document,
-    fact_id,
-    facts_of,
-    upgrade_storage,
-)
+from services.badges.store import AGENTS, AWARDS, DOCUMENTS, FACTS
 from services.runtime.batches import each
 from services.runtime.mongo import ServiceDatabase
 from services.runtime.outbox import outbox_events
@@ -429,51 +419,3 @@ def test_a_batch_in_one_transaction_leaves_what_one_per_event_leaves(two_databas
     assert {award["badge_id"] for award in got[AWARDS]} == set(SMALL.by_id)
     # Strangers are named by period closes before any event of theirs shows their snapshot.
     assert any(award["agent_id"].startswith("stranger") for award in got[AWARDS])
-
-
-def test_an_agents_facts_are_read_by_id_range_exactly(two_databases):
-    service_db, _ = two_databases
-    facts = service_db.db[FACTS]
-    # Ids that extend "a1" (no "|" is allowed in one), keys that hold one, and a badge id
-    # that extends another: none may leak into another's range.
-    stored = [
-        Fact(agent, badge, key, f"e-{n}", T0 + timedelta(minutes=n))
-        for n, (agent, badge, key) in enumerate(
-            [
-                ("a1", "perfect-score", "m1"),
-                ("a1", "perfect-score", "c9|m2"),
-                ("a1", "perfect-score-2", "m1"),
-                ("a10", "perfect-score", "m1"),
-                ("a1.x", "perfect-score", "m1"),
-                ("a1-", "perfect-score", "m1"),
-                ("a", "perfect-score", "m1"),
-            ]
-        )
-    ]
-    facts.insert_many([{"_id": fact_id(fact), **fact_document(fact)} for fact in stored])
-
-    def keys(agent: str, badge: str | None = None) -> set[tuple[str, str, str]]:
-        return {(f.agent_id, f.badge_id, f.key) for f in facts_of(facts, agent, badge)}
-
-    assert keys("a1") == {
-        ("a1", "perfect-score", "m1"),
-        ("a1", "perfect-score", "c9|m2"),
-        ("a1", "perfect-score-2", "m1"),
-    }
-    assert keys("a1", "perfect-score") == {
-        ("a1", "perfect-score", "m1"),
-        ("a1", "perfect-score", "c9|m2"),
-    }
-    assert keys("a10") == {("a10", "perfect-score", "m1")}
-    assert keys("a") == {("a", "perfect-score", "m1")}
-    assert keys("a2") == set()
-
-
-def test_start_drops_the_fact_index_an_earlier_release_made(two_databases):
-    service_db, _ = two_databases
-    facts = service_db.db[FACTS]
-    # Earlier releases kept a unique (agent, badge, key) index that repeats the fact's id.
-    facts.create_index([("agent_id", 1), ("badge_id", 1), ("key", 1)], unique=True)
-    upgrade_storage(service_db)
-    assert set(facts.index_information()) == {"_id_", "badge_id_1_agent_id_1"}
-    upgrade_storage(service_db)  # idempotent

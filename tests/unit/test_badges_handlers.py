@@ -64,9 +64,6 @@ def _matches(doc: dict[str, Any], query: dict[str, Any]) -> bool:
             values = value if isinstance(value, list) else [value]
             if not set(values) & set(expected["$in"]):
                 return False
-        elif isinstance(expected, dict) and "$gte" in expected:  # a range of ids
-            if not expected["$gte"] <= value < expected["$lt"]:
-                return False
         elif value != expected:
             return False
     return True
