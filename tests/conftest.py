@@ -41,6 +41,30 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     _keep_xdist_messaging_on_os_threads()
 
 
+def _tell_the_hub_of_new_pipes() -> None:
+    """A socket closed while another greenthread waits in `select` on it (kafka-python does
+    that) leaves that wait registered in eventlet's hub under the socket's descriptor. The
+    next descriptor the OS hands out reuses the number; a pipe then clashes with the stale
+    wait ("Second simultaneous read"): `subprocess.Popen` reads its error pipe through the
+    hub, and starting a server failed so. Eventlet retires stale waits when told a
+    descriptor was opened (`notify_opened`, done for files and sockets, not for pipes):
+    tell it of pipes too. The stale wait then ends with IOClosed, as it would have."""
+    from eventlet import hubs
+
+    make_pipe = os.pipe
+
+    def pipe_told_to_the_hub() -> tuple[int, int]:
+        read_end, write_end = make_pipe()
+        hubs.notify_opened(read_end)
+        hubs.notify_opened(write_end)
+        return read_end, write_end
+
+    os.pipe = pipe_told_to_the_hub
+
+
+_tell_the_hub_of_new_pipes()
+
+
 @pytest.fixture(scope="session")
 def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where this session's servers keep their logs and data (kept after the run: the last
