@@ -18,7 +18,8 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from services.badges.criteria import Achievement, Catalog, Fact
-from services.runtime.mongo import UnitOfWork, find_by_ids, find_in
+from services.runtime.indexes import drop_indexes
+from services.runtime.mongo import ServiceDatabase, UnitOfWork, find_by_ids, find_in
 
 #: Agents per `$in` query on facts and awards (see `find_in`). Measured on the local
 #: database, 300 agents with 6 facts each: 575 ms in one query, 132 in queries of 50, 122
@@ -58,11 +59,13 @@ class BadgeAward(me.Document):
     snapshot = me.DictField()
     meta = {
         "collection": "badge_awards",
-        "indexes": [
-            {"fields": ["agent_id", "badge_id", "level"], "unique": True},
-            {"fields": ["badge_id"]},
-        ],
+        # Every read is of one agent's awards (or of some agents'): this index serves them.
+        "indexes": [{"fields": ["agent_id", "badge_id", "level"], "unique": True}],
     }
+
+
+#: Award indexes of earlier releases, dropped on start: no query reads awards by badge.
+RETIRED_AWARD_INDEXES = ("badge_id_1",)
 
 
 class AgentState(me.Document):
@@ -102,6 +105,11 @@ AWARDS = _name(BadgeAward)
 AGENTS = _name(AgentState)
 COURSES = _name(CatalogCourse)
 KEYS = _name(SigningKeyRecord)
+
+
+def upgrade_storage(database: ServiceDatabase) -> None:
+    """Run on start, once the collections and indexes exist (`Mongo(upgrade=...)`)."""
+    drop_indexes(database.db[AWARDS], RETIRED_AWARD_INDEXES)
 
 
 def fact_id(fact: Fact) -> str:

@@ -39,7 +39,7 @@ from contracts.vocabulary import AgentSnapshot
 from services.badges.credentials import key_from_pem, verify
 from services.badges.handlers import handle_agent_event, handle_agent_events, handle_catalog_event
 from services.badges.service import BadgesService
-from services.badges.store import AGENTS, AWARDS, DOCUMENTS, FACTS
+from services.badges.store import AGENTS, AWARDS, DOCUMENTS, FACTS, upgrade_storage
 from services.runtime.batches import each
 from services.runtime.mongo import ServiceDatabase
 from services.runtime.outbox import outbox_events
@@ -419,3 +419,12 @@ def test_a_batch_in_one_transaction_leaves_what_one_per_event_leaves(two_databas
     assert {award["badge_id"] for award in got[AWARDS]} == set(SMALL.by_id)
     # Strangers are named by period closes before any event of theirs shows their snapshot.
     assert any(award["agent_id"].startswith("stranger") for award in got[AWARDS])
+
+
+def test_start_drops_the_award_index_an_earlier_release_made(two_databases):
+    service_db, _ = two_databases
+    awards = service_db.db[AWARDS]
+    awards.create_index("badge_id")  # earlier releases kept it; no query reads by badge
+    upgrade_storage(service_db)
+    upgrade_storage(service_db)  # idempotent
+    assert set(awards.index_information()) == {"_id_", "agent_id_1_badge_id_1_level_1"}
