@@ -259,6 +259,10 @@ def test_adjustments_and_reversals_never_take_a_balance_below_zero(client, bus):
     assert client.post(reversal_path, {"reason": "again"}).status_code == 409
     history = {e["award_id"]: e for e in client.points(earner)["history"]}
     assert history[badge_award["award_id"]]["reversed_by"] == undo["award_id"]
+    one = client.get(f"/v1/agents/{earner}/points/awards/{badge_award['award_id']}")
+    assert one.status_code == 200
+    assert (one.json()["delta"], one.json()["reversed_by"]) == (50, undo["award_id"])
+    assert client.get(f"/v1/agents/{earner}/points/awards/nope").status_code == 404
 
     # A reversal that would go below zero is refused and changes nothing.
     module_award = next(
