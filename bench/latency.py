@@ -9,7 +9,10 @@ One watcher thread looks for every outstanding probe's all-time entry in the lea
 database every `POLL_SECONDS` (one query for all of them: the endpoint reads that entry
 too) and asks the endpoint once an entry is there; the time is taken when the endpoint
 answers 200. Polling the endpoint itself every 20 ms per probe had put 100-200 requests/s
-on the service being measured.
+on the service being measured. The watcher's own query is kept rare for the same reason: at
+every 20 ms it ran about 1,200 times in the test's 30 s, and the standings queries were 17%
+of the leaderboards database's statement time (4.7 of 27 s). Every 50 ms, a probe is seen
+at most 50 ms late (25 on average, against 10), next to a target of 1,000.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from services.leaderboards.standings import STANDINGS
 
 BACKGROUND_PREFIX = "l"
 PROBE_PREFIX = "p"
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.05
 ALL_TIME_GLOBAL = board_key("all-time", "global")
 PROBE_TIMEOUT = 60.0
 
