@@ -250,8 +250,12 @@ def test_period_close_and_credits_award_with_the_latest_known_snapshot(config, b
     assert ("weekly-top-10", None) not in held(config, unseen)
     bus.publish(ticket_resolved(snap(unseen, "advanced"), WEEK_45_END + timedelta(days=1), "T1"))
     wait_until(lambda: ("weekly-top-10", None) in held(config, unseen), message="late award")
-    event = next(
-        e for e in awards_on_topic(bus, unseen) if e["data"]["badge_id"] == "weekly-top-10"
+    # The award is stored before the relay publishes it: wait for the topic too.
+    [event] = wait_until(
+        lambda: [
+            e for e in awards_on_topic(bus, unseen) if e["data"]["badge_id"] == "weekly-top-10"
+        ],
+        message="the late award on the topic",
     )
     assert event["time"] == "2026-11-08T15:59:59.999999Z"
     assert event["data"]["agent"]["tier"] == "advanced"
