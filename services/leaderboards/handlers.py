@@ -12,7 +12,7 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
-from pymongo import UpdateOne
+from pymongo import InsertOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from contracts.api.leaderboards import RebuildReport
@@ -278,20 +278,15 @@ def _remember_points_teams(uow: UnitOfWork, changes: list[PointChange]) -> None:
         if known is None or change.occurred_at > known.occurred_at:
             latest[change.agent_id] = change
     agents = uow.collection(AGENTS)
-    stored: dict[str, datetime] = {
-        doc["_id"]: doc["points_at"]
-        for doc in find_by_ids(agents, latest, uow.session, projection={"points_at": 1}).values()
-        if doc.get("points_at") is not None
-    }
-    writes = [
-        UpdateOne(
-            {"_id": agent_id},
-            {"$set": {"points_team_id": change.team_id, "points_at": change.occurred_at}},
-            upsert=True,
-        )
-        for agent_id, change in latest.items()
-        if agent_id not in stored or stored[agent_id] < change.occurred_at
-    ]
+    found = find_by_ids(agents, latest, uow.session, projection={"points_at": 1})
+    writes: list[InsertOne | UpdateOne] = []
+    for agent_id, change in latest.items():
+        fields = {"points_team_id": change.team_id, "points_at": change.occurred_at}
+        stored = found.get(agent_id)
+        if stored is None:  # an insert costs the local database a quarter of an upsert
+            writes.append(InsertOne({"_id": agent_id, **fields}))
+        elif stored.get("points_at") is None or stored["points_at"] < change.occurred_at:
+            writes.append(UpdateOne({"_id": agent_id}, {"$set": fields}))
     if writes:
         agents.bulk_write(writes, ordered=False, session=uow.session)
 

@@ -210,9 +210,23 @@ class _Books:
     awarded: set[str]
     changed_accounts: set[str] = field(default_factory=set)
     changed_caps: set[str] = field(default_factory=set)
+    stored_accounts: frozenset[str] = field(init=False)
+    stored_caps: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # What the reads found is written back by replacement; what they did not, inserted.
+        self.stored_accounts = frozenset(self.accounts)
+        self.stored_caps = frozenset(self.caps)
+
+    def save(self, uow: UnitOfWork) -> None:
+        """Writes back the accounts and counters the batch changed: a statement each."""
+        accounts = [self.accounts[a] for a in self.changed_accounts]
+        save_accounts(uow.db, accounts, self.stored_accounts, uow.session)
+        caps = [self.caps[key] for key in self.changed_caps]
+        save_caps(uow.db, caps, self.stored_caps, uow.session)
 
     def account(self, agent_id: str) -> dict[str, Any]:
-        # A new account starts as the upsert of one by one would make it.
+        # A new account starts as the one-by-one path's upsert would make it.
         return self.accounts.setdefault(agent_id, {"_id": agent_id, "balance": 0, "seq": 0})
 
     def used(self, key: str) -> int:
@@ -286,8 +300,7 @@ def award_batch(
         if entry is not None:
             entries.append(entry)
             changes.append(Change(entry["rule_id"], entry["delta"], entry))
-    save_accounts(uow.db, [books.accounts[a] for a in books.changed_accounts], uow.session)
-    save_caps(uow.db, [books.caps[key] for key in books.changed_caps], uow.session)
+    books.save(uow)
     append_entries(uow.db, entries, uow.session)
     for entry in entries:
         uow.publish(_event_for(entry, uow.source))
@@ -348,7 +361,7 @@ def record_agents(uow: UnitOfWork, events: Sequence[AgentRegistered | AgentUpdat
         data = event.data
         snapshot = AgentSnapshot(agent_id=data.agent_id, team_id=data.team_id, tier=data.tier)
         books.note_snapshot(snapshot, event.time)
-    save_accounts(uow.db, [books.accounts[a] for a in books.changed_accounts], uow.session)
+    books.save(uow)
     return len(books.changed_accounts)
 
 

