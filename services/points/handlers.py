@@ -50,6 +50,7 @@ from services.points.rules import (
 )
 from services.points.store import (
     ACCOUNTS,
+    DAILY_CAPS,
     IDS,
     LEDGER,
     RULE_VERSIONS,
@@ -61,12 +62,10 @@ from services.points.store import (
     find_caps,
     recorded_award_ids,
     reversal_id_of,
-    save_accounts,
-    save_caps,
     version_id,
 )
 from services.runtime.errors import BadRequest, Conflict, NotFound, RuleViolation
-from services.runtime.mongo import UnitOfWork
+from services.runtime.mongo import UnitOfWork, save_whole
 
 
 class AlreadyAwarded(Exception):
@@ -219,11 +218,11 @@ class _Books:
         self.stored_caps = frozenset(self.caps)
 
     def save(self, uow: UnitOfWork) -> None:
-        """Writes back the accounts and counters the batch changed: a statement each."""
+        """Writes back, whole, the accounts and counters the batch changed: a statement each."""
         accounts = [self.accounts[a] for a in self.changed_accounts]
-        save_accounts(uow.db, accounts, self.stored_accounts, uow.session)
+        save_whole(uow.collection(ACCOUNTS), accounts, self.stored_accounts, uow.session)
         caps = [self.caps[key] for key in self.changed_caps]
-        save_caps(uow.db, caps, self.stored_caps, uow.session)
+        save_whole(uow.collection(DAILY_CAPS), caps, self.stored_caps, uow.session)
 
     def account(self, agent_id: str) -> dict[str, Any]:
         # A new account starts as the one-by-one path's upsert would make it.

@@ -11,7 +11,7 @@ import binascii
 import contextlib
 import json
 import uuid
-from collections.abc import Collection, Container, Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from pymongo.errors import CollectionInvalid
 
 from contracts.api.points import REVERSAL_RULE_ID
 from services.runtime.indexes import drop_indexes
-from services.runtime.mongo import PROCESSED_EVENTS, ServiceDatabase, find_by_ids, save_whole
+from services.runtime.mongo import PROCESSED_EVENTS, ServiceDatabase, find_by_ids
 from services.runtime.outbox import OUTBOX, ensure_outbox_indexes
 
 #: Award and event ids derive from (source event, rule): a replay rebuilds the same ids.
@@ -201,26 +201,6 @@ def recorded_award_ids(
 ) -> set[str]:
     """Which of `award_ids` the ledger holds already."""
     return set(find_by_ids(db[LEDGER], award_ids, session, projection={"_id": 1}))
-
-
-def save_accounts(
-    db: Database,
-    accounts: Iterable[dict[str, Any]],
-    stored: Container[str],
-    session: ClientSession | None = None,
-) -> None:
-    """Writes accounts computed in memory, whole (`stored`: the ids the batch read)."""
-    save_whole(db[ACCOUNTS], accounts, stored, session)
-
-
-def save_caps(
-    db: Database,
-    counters: Iterable[dict[str, Any]],
-    stored: Container[str],
-    session: ClientSession | None = None,
-) -> None:
-    """Writes daily cap counters computed in memory, whole (`stored`: the ids read)."""
-    save_whole(db[DAILY_CAPS], counters, stored, session)
 
 
 def append_entries(
