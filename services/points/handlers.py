@@ -225,7 +225,7 @@ class _Books:
         save_whole(uow.collection(DAILY_CAPS), caps, self.stored_caps, uow.session)
 
     def account(self, agent_id: str) -> dict[str, Any]:
-        # A new account starts as the one-by-one path's upsert would make it.
+        # Not stored yet: inserted with what the batch sets on it (save_whole).
         return self.accounts.setdefault(agent_id, {"_id": agent_id, "balance": 0, "seq": 0})
 
     def used(self, key: str) -> int:

@@ -178,10 +178,8 @@ def version_id(rule_id: str, version: int) -> str:
 # --- batches: one read and one write per collection ----------------------------------------
 #
 # Inside a transaction (snapshot isolation): an account or counter another instance changed
-# after this transaction read it makes the write below conflict, and the transaction re-runs.
-
-#: The account fields an award or a snapshot changes.
-ACCOUNT_FIELDS = ("balance", "seq", "team_id", "tier", "snapshot_at")
+# after this transaction read it makes the batch's write of it (handlers._Books.save)
+# conflict, and the transaction re-runs.
 
 
 def find_accounts(
