@@ -36,7 +36,7 @@ from services.badges.definitions import load_definitions
 from services.badges.handlers import Rules, handle_agent_events, handle_catalog_event
 from services.badges.keys import IssuerKeys
 from services.badges.settings import BadgesSettings, badges_settings
-from services.badges.store import DOCUMENTS, upgrade_storage
+from services.badges.store import DOCUMENTS, RETIRED_INDEXES
 from services.runtime import operations
 from services.runtime.batches import EventBatch, each
 from services.runtime.http import http, parse_query
@@ -89,7 +89,7 @@ class BadgesService(operations.ConsumerEndpoints):
 
     name = "badges"
 
-    db = Mongo(documents=DOCUMENTS, upgrade=upgrade_storage)
+    db = Mongo(documents=DOCUMENTS, retired_indexes=RETIRED_INDEXES)
     settings = ServiceSettings(BadgesSettings, "BADGES")
     rules = BadgeRules()
     keys = IssuerKeys()

@@ -18,8 +18,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from services.badges.criteria import Achievement, Catalog, Fact
-from services.runtime.indexes import drop_indexes
-from services.runtime.mongo import ServiceDatabase, UnitOfWork, find_by_ids, find_in
+from services.runtime.mongo import UnitOfWork, find_by_ids, find_in
 
 #: Agents per `$in` query on facts and awards (see `find_in`). Measured on the local
 #: database, 300 agents with 6 facts each: 575 ms in one query, 132 in queries of 50, 122
@@ -105,11 +104,8 @@ AWARDS = _name(BadgeAward)
 AGENTS = _name(AgentState)
 COURSES = _name(CatalogCourse)
 KEYS = _name(SigningKeyRecord)
-
-
-def upgrade_storage(database: ServiceDatabase) -> None:
-    """Run on start, once the collections and indexes exist (`Mongo(upgrade=...)`)."""
-    drop_indexes(database.db[AWARDS], RETIRED_AWARD_INDEXES)
+#: What `Mongo(retired_indexes=...)` drops on start.
+RETIRED_INDEXES = {AWARDS: RETIRED_AWARD_INDEXES}
 
 
 def fact_id(fact: Fact) -> str:

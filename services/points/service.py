@@ -84,7 +84,7 @@ def _rule_view(doc: dict[str, Any]) -> RuleView:
 class PointsService(operations.ConsumerEndpoints):
     name = "points"
 
-    db = Mongo(documents=store.DOCUMENTS, upgrade=store.upgrade_storage)
+    db = Mongo(documents=store.DOCUMENTS, retired_indexes=store.RETIRED_INDEXES)
     settings = ServiceSettings(PointsSettings, "POINTS")
     rules = RuleTable()
     counters = PointsCounters()

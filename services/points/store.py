@@ -28,8 +28,7 @@ from pymongo.database import Database
 from pymongo.errors import CollectionInvalid
 
 from contracts.api.points import REVERSAL_RULE_ID
-from services.runtime.indexes import drop_indexes
-from services.runtime.mongo import PROCESSED_EVENTS, ServiceDatabase, find_by_ids
+from services.runtime.mongo import PROCESSED_EVENTS, find_by_ids
 from services.runtime.outbox import OUTBOX, ensure_outbox_indexes
 
 #: Award and event ids derive from (source event, rule): a replay rebuilds the same ids.
@@ -145,6 +144,8 @@ RULE_VERSIONS = PointsRuleVersion._get_collection_name()
 ACCOUNTS = PointsAccount._get_collection_name()
 LEDGER = PointsLedgerEntry._get_collection_name()
 DAILY_CAPS = DailyCap._get_collection_name()
+#: What `Mongo(retired_indexes=...)` drops on start.
+RETIRED_INDEXES = {LEDGER: RETIRED_LEDGER_INDEXES}
 
 
 def prepare_collections(db: Database) -> None:
@@ -160,11 +161,6 @@ def prepare_collections(db: Database) -> None:
     ensure_outbox_indexes(db)
     for document in DOCUMENTS:
         document.ensure_indexes()
-
-
-def upgrade_storage(database: ServiceDatabase) -> None:
-    """Run on start, once the collections and indexes exist (`Mongo(upgrade=...)`)."""
-    drop_indexes(database.db[LEDGER], RETIRED_LEDGER_INDEXES)
 
 
 def cap_id(agent_id: str, rule_id: str, day: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -27,6 +27,7 @@ from pymongo.write_concern import WriteConcern
 
 from contracts.envelope import CloudEvent
 from services.common.recent import RecentReads
+from services.runtime.indexes import drop_indexes
 from services.runtime.outbox import (
     LEASES,
     OUTBOX,
@@ -303,6 +304,8 @@ class Mongo(DependencyProvider):
     """The service's own database (ARCHITECTURE §1: no service reads another's).
 
     `documents` are the service's mongoengine classes: their indexes are created on start.
+    `retired_indexes`: by collection, the names of indexes an earlier release made that
+    this one does without, dropped on start (runtime/indexes.py).
     """
 
     relay = OutboxRelay()
@@ -311,8 +314,10 @@ class Mongo(DependencyProvider):
         self,
         documents: Iterable[type[mongoengine.Document]] = (),
         upgrade: Callable[[ServiceDatabase], Any] | None = None,
+        retired_indexes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.documents = tuple(documents)
+        self.retired_indexes = dict(retired_indexes or {})
         # Brings data stored by an earlier release to this release's layout; idempotent,
         # run once the schema is prepared and before any consumer or route can start.
         self.upgrade = upgrade
@@ -371,6 +376,8 @@ class Mongo(DependencyProvider):
                 with contextlib.suppress(CollectionInvalid):
                     self.db.create_collection(name)
         ensure_outbox_indexes(self.db)
+        for name, indexes in self.retired_indexes.items():
+            drop_indexes(self.db[name], indexes)
         for document in self.documents:
             document.ensure_indexes()
 

@@ -39,7 +39,7 @@ from contracts.vocabulary import AgentSnapshot
 from services.badges.credentials import key_from_pem, verify
 from services.badges.handlers import handle_agent_event, handle_agent_events, handle_catalog_event
 from services.badges.service import BadgesService
-from services.badges.store import AGENTS, AWARDS, DOCUMENTS, FACTS, upgrade_storage
+from services.badges.store import AGENTS, AWARDS, DOCUMENTS, FACTS
 from services.runtime.batches import each
 from services.runtime.mongo import ServiceDatabase
 from services.runtime.outbox import outbox_events
@@ -425,10 +425,14 @@ def test_a_batch_in_one_transaction_leaves_what_one_per_event_leaves(two_databas
     assert any(award["agent_id"].startswith("stranger") for award in got[AWARDS])
 
 
-def test_start_drops_the_award_index_an_earlier_release_made(two_databases):
-    service_db, _ = two_databases
-    awards = service_db.db[AWARDS]
+def test_start_drops_the_award_index_an_earlier_release_made(broker, database):
+    prefix = unique_prefix()
+    mongo: MongoClient = MongoClient(database.uri)
+    awards = mongo[f"{prefix}skillquest_badges".replace(".", "_")][AWARDS]
     awards.create_index("badge_id")  # earlier releases kept it; no query reads by badge
-    upgrade_storage(service_db)
-    upgrade_storage(service_db)  # idempotent
-    assert set(awards.index_information()) == {"_id_", "agent_id_1_badge_id_1_level_1"}
+    try:
+        for _ in range(2):  # idempotent: the second start finds it gone
+            with running(BadgesService, service_config(broker, database, prefix)):
+                assert set(awards.index_information()) == {"_id_", "agent_id_1_badge_id_1_level_1"}
+    finally:
+        mongo.close()
