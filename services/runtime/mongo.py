@@ -120,11 +120,15 @@ def save_whole(
     database an insert costs about a quarter of an upsert (0.07 against 0.25 ms of its CPU
     per document) and a replacement three quarters of a `$set` of the same fields (0.16
     against 0.21). A document another transaction created since this one's snapshot makes
-    the insert conflict (a transient write conflict), and the transaction runs again."""
-    writes: list[InsertOne | ReplaceOne] = [
-        ReplaceOne({"_id": doc["_id"]}, doc) if doc["_id"] in stored else InsertOne(doc)
-        for doc in docs
-    ]
+    the insert conflict (a transient write conflict), and the transaction runs again.
+
+    The inserts go first and the replacements after them: an ordered bulk write is sent as
+    one command per run of writes of one kind, so documents interleaved as they come made
+    a command of nearly every one (a batch of new and known agents, in the end-to-end
+    bench, sent about a thousand commands of one write each)."""
+    docs = list(docs)
+    writes: list[InsertOne | ReplaceOne] = [InsertOne(d) for d in docs if d["_id"] not in stored]
+    writes += [ReplaceOne({"_id": d["_id"]}, d) for d in docs if d["_id"] in stored]
     if writes:
         collection.bulk_write(writes, session=session)
 

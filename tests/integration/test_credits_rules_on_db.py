@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
 from contracts.api.credits import CreditGrant
 from contracts.events import CreditsExpired, CreditsRequirementMet
@@ -28,6 +28,7 @@ from services.runtime.errors import Conflict, NotFound
 from services.runtime.mongo import ServiceDatabase
 from services.runtime.outbox import ensure_outbox_indexes, outbox_events
 from tests.integration.credits_support import completed, promoted, published, registered
+from tests.support.databases import Statements
 
 pytestmark = pytest.mark.integration
 
@@ -562,20 +563,6 @@ def test_batches_do_exactly_what_their_events_do_one_by_one(database, seed):
         for db in (one_by_one, batched):
             db.client.drop_database(db.db.name)
             db.client.close()
-
-
-class Statements(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 def test_a_batch_takes_a_fixed_number_of_statements_whatever_its_size(database):

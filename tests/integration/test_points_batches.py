@@ -21,7 +21,7 @@ from services.points.service import AWARDS_CONSUMER
 from services.points.store import ACCOUNTS, DAILY_CAPS, DOCUMENTS, LEDGER, cap_id
 from services.runtime.mongo import ServiceDatabase
 from services.runtime.outbox import outbox_events
-from tests.support.databases import fresh_service_database
+from tests.support.databases import Statements, fresh_service_database
 from tests.support.events import (
     agent_registered,
     agent_updated,
@@ -274,3 +274,28 @@ def test_roster_events_keep_the_newest_snapshot_in_a_batch_as_one_by_one(fresh_d
     )
     moved = account_of(batched, earner.agent_id)
     assert (moved["team_id"], moved["balance"], moved["seq"]) == ("team-9", 10, 1)
+
+
+def test_a_roster_batch_of_new_and_known_agents_writes_them_in_two_commands(database):
+    """New and known agents alternate in the batch: one insert command for the new, one
+    update command for the known, not a command for each run of one kind."""
+    commands = Statements()
+    client: MongoClient = MongoClient(database.uri, tz_aware=True, event_listeners=[commands])
+    made = fresh_service_database(client, "points", DOCUMENTS)
+    try:
+        known = [snapshot(f"known-{i}-{uuid.uuid4().hex[:6]}") for i in range(4)]
+        made.transaction(
+            lambda uow: handlers.record_agents(uow, [agent_registered(a, DAY) for a in known])
+        )
+        new = [snapshot(f"new-{i}-{uuid.uuid4().hex[:6]}") for i in range(4)]
+        alternating = [agent for pair in zip(new, known, strict=True) for agent in pair]
+        moves = [team_moved(a.agent_id, "team-7", "advanced", LATER) for a in alternating]
+        commands.names.clear()
+        changed = made.transaction(lambda uow: handlers.record_agents(uow, moves))
+
+        assert changed == 8
+        assert commands.writes == ["insert", "update"]
+        assert {account_of(made, a.agent_id)["team_id"] for a in alternating} == {"team-7"}
+    finally:
+        client.drop_database(made.db.name)
+        client.close()

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 
 import mongoengine
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 
 from services.runtime.mongo import PROCESSED_EVENTS, ServiceDatabase
 from services.runtime.outbox import LEASES, OUTBOX, ensure_outbox_indexes
@@ -29,3 +29,25 @@ def fresh_service_database(
                 spec["fields"], unique=spec.get("unique", False)
             )
     return ServiceDatabase(client, db, f"skillquest/{service}", on_events_committed=lambda: None)
+
+
+class Statements(monitoring.CommandListener):
+    """The names of the commands a client sends, in order (give it as an event listener)."""
+
+    WRITES = ("insert", "update", "delete")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    @property
+    def writes(self) -> list[str]:
+        return [name for name in self.names if name in self.WRITES]
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
