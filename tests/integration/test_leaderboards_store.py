@@ -34,6 +34,7 @@ from services.runtime.mongo import ServiceDatabase
 from tests.support.count_maps import add_to_maps, drop_map, put_map, stored_maps
 from tests.support.count_maps import counted_from_entries as entries_call_for
 from tests.support.databases import fresh_service_database
+from tests.support.events import agent_registered, snapshot
 from tests.support.standings import delete_entries, put_entry, stored_entries
 
 pytestmark = pytest.mark.integration
@@ -292,6 +293,32 @@ def test_batches_give_what_the_events_one_by_one_give(make_database):
         assert count_maps(db) == count_maps(one_by_one)
         assert {d["_id"]: d["points_team_id"] for d in db.db.agents.find()} == teams
         assert sorted(d["_id"] for d in db.db.periods.find()) == periods
+
+
+def test_the_team_of_point_events_is_kept_only_for_agents_the_roster_has_not_written(
+    make_database,
+):
+    db = make_database()
+    t0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    roster = partial(handlers.apply_roster, lane=0)
+    db.handle_batch("on_agent", [agent_registered(snapshot("on-roster", "t-roster"), t0)], roster)
+
+    apply_batch(db, [award("on-roster", 5, t0, team="t-old"), award("unlisted", 5, t0)], 0)
+    apply_batch(db, [award("unlisted", 5, t0 + timedelta(hours=2), team="t-new")], 0)
+    apply_batch(db, [award("unlisted", 5, t0 + timedelta(hours=1), team="t-late")], 0)
+
+    agents = {doc["_id"]: doc for doc in db.db[store.AGENTS].find()}
+    assert "points_team_id" not in agents["on-roster"]
+    assert store.display(agents["on-roster"]) == ("Li Wei", "t-roster")
+    assert store.display(agents["unlisted"]) == (None, "t-new")
+
+    # Once listed, the roster's team is shown, and point events no longer write the agent.
+    db.handle_batch("on_agent", [agent_registered(snapshot("unlisted", "t-r"), t0)], roster)
+    before = db.db[store.AGENTS].find_one({"_id": "unlisted"})
+    apply_batch(db, [award("unlisted", 5, t0 + timedelta(hours=3), team="t-later")], 0)
+    after = db.db[store.AGENTS].find_one({"_id": "unlisted"})
+    assert after == before
+    assert store.display(after) == ("Li Wei", "t-r")
 
 
 def test_a_redelivered_batch_is_skipped_by_the_applied_log_alone(make_database):
