@@ -3,7 +3,7 @@
 1. raw ceilings of the broker and the database (before any service starts);
 2. the services start, as separate `nameko run` processes;
 3. pipeline throughput and correctness;
-4. end-to-end latency at half the measured throughput;
+4. end-to-end latency at half the measured throughput, then at a tenth (light load);
 5. reads through the gateway with the board bulk-loaded to `api_agents` agents;
 6. the stack's CPU while it has nothing to do;
 then the table is printed and `.bench/report.json` written. BENCH_QUICK=1: about a minute.
@@ -28,6 +28,10 @@ from bench.workload import Workload
 from contracts.topics import ALL_TOPICS
 
 RAW_TOPIC = "bench.raw"
+#: The light-load latency runs at this fraction of the throughput (1/LIGHT_SHARE): where
+#: the machine is far from saturated, it shows what the path itself takes.
+LIGHT_SHARE = 10
+LIGHT_PREFIX = "w"
 
 
 def say(message: str) -> None:
@@ -105,18 +109,26 @@ def run(config: BenchConfig) -> dict[str, Any]:
             stack, workload, rate, config.latency_seconds, min(config.probes_per_second, rate)
         )
         report["e2e_latency_ms"] = lat.summary()
-        report["e2e"] = {
-            "target_rate": round(lat.target_rate, 1),
-            "achieved_rate": round(lat.achieved_rate, 1),
-            "events": lat.events,
-            "probes": lat.probes,
-            "lost": lat.lost,
-            "stages_ms": lat.stages,
-            "cpu_seconds": lat.cpu_seconds,
-            "database_time_by_statement": lat.database_time,
-        }
+        report["e2e"] = lat.details()
         settler = Settler(stack)
         try:
+            settler.wait(config.settle_timeout_seconds)
+
+            light_rate = max(result.events_per_s / LIGHT_SHARE, 1.0)
+            say(
+                f"end-to-end latency under light load, at {light_rate:.0f} events/s for "
+                f"{config.light_latency_seconds:.0f}s"
+            )
+            light = latency.run(
+                stack,
+                workload,
+                light_rate,
+                config.light_latency_seconds,
+                min(config.probes_per_second, light_rate),
+                prefix=LIGHT_PREFIX,
+            )
+            report["e2e_light_latency_ms"] = light.summary()
+            report["e2e_light"] = light.details()
             settler.wait(config.settle_timeout_seconds)
 
             say(

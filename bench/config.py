@@ -27,6 +27,8 @@ class BenchConfig:
     # end-to-end latency
     latency_seconds: float
     probes_per_second: float
+    #: the same at a tenth of the throughput, where nothing queues: the latency floor
+    light_latency_seconds: float
     # reads through the gateway
     api_agents: int  # agents on the all-time board during the read test
     api_seconds: float
@@ -51,6 +53,7 @@ FULL = BenchConfig(
     settle_timeout_seconds=900.0,
     latency_seconds=30.0,
     probes_per_second=5.0,
+    light_latency_seconds=15.0,
     api_agents=100_000,
     api_seconds=20.0,
     api_clients=8,
@@ -68,6 +71,7 @@ QUICK = replace(
     correctness_sample=150,
     settle_timeout_seconds=300.0,
     latency_seconds=8.0,
+    light_latency_seconds=5.0,
     api_agents=10_000,
     api_seconds=6.0,
     profile_agents=50,

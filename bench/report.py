@@ -17,6 +17,8 @@ ROWS: tuple[tuple[str, str, str | None, str], ...] = (
     ("e2e_latency_ms.p50", "end-to-end latency p50", None, "ms"),
     ("e2e_latency_ms.p95", "end-to-end latency p95", None, "ms"),
     ("e2e_latency_ms.p99", "end-to-end latency p99", "< 1,000", "ms"),
+    ("e2e_light_latency_ms.p50", "end-to-end p50, light load (1/10)", None, "ms"),
+    ("e2e_light_latency_ms.p99", "end-to-end p99, light load (1/10)", None, "ms"),
     ("api.agents", "agents on the board (API test)", "100,000", ""),
     ("api.top10_p50_ms", "top 10 p50", None, "ms"),
     ("api.top10_p99_ms", "top 10 p99", "< 50", "ms"),
