@@ -48,7 +48,7 @@ from services.leaderboards.boards import (
     total,
 )
 from services.leaderboards.count_maps import unpack
-from services.leaderboards.standings import STANDINGS, AgentPeriod, place_of
+from services.leaderboards.standings import STANDINGS, TEAM_MEMBERS, AgentPeriod, place_of
 from services.leaderboards.store import (
     AGENTS,
     APPLIED,
@@ -193,8 +193,9 @@ def write_board_documents(
     lane_of: Callable[[str], int],
     load: Load,
 ) -> None:
-    """The board entries in standings documents and their boards' per-lane score count
-    maps (team boards have none), as the consumer and the rebuild store them
+    """The board entries in standings documents, their team boards' member records, and
+    their boards' per-lane score count maps (team boards have none), as the consumer and
+    the rebuild store them
     (services/leaderboards/store.py), recorded in `load`. The agents are new: none of
     their documents is stored yet."""
     periods: dict[tuple[str, str], AgentPeriod] = {}
@@ -205,6 +206,7 @@ def write_board_documents(
             agent_period = periods[(period, agent)] = AgentPeriod(period, agent, None)
         agent_period.put(board, s.score, s.reached_at, lane_of(agent), version=1)
     load.insert(db[STANDINGS], (doc for p in periods.values() for doc in p.documents()))
+    load.insert(db[TEAM_MEMBERS], (doc for p in periods.values() for doc in p.members()))
     counts: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for (board, agent), s in entries.items():
         if s.score > 0 and keeps_count_maps(board):

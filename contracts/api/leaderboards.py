@@ -153,5 +153,8 @@ class RebuildReport(_Response):
     entries_fixed: int = Field(description="Entries that differed from the log and were rewritten")
     agents_fixed: int
     boards_recounted: int = Field(description="Boards whose agent count was corrected")
+    team_members_fixed: int = Field(
+        0, description="Team board member records added or removed to match the entries"
+    )
     started_at: datetime
     duration_seconds: float

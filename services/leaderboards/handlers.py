@@ -13,7 +13,8 @@ from itertools import islice
 from typing import Any
 
 from pymongo import InsertOne, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.api.leaderboards import RebuildReport
 from contracts.events import (
@@ -42,13 +43,14 @@ from services.leaderboards.boards import (
 )
 from services.leaderboards.count_maps import unpack
 from services.leaderboards.journal import Written
-from services.leaderboards.standings import STANDINGS, place_of
+from services.leaderboards.standings import STANDINGS, TEAM, TEAM_MEMBERS, place_of
 from services.leaderboards.store import (
     AGENTS,
     APPLIED,
     CLOSES,
     LEGACY_ENTRIES,
     LEGACY_MAP_TOKENS,
+    LEGACY_TEAM_INDEX,
     PERIODS,
     SCORE_COUNTS,
     SEQ,
@@ -59,6 +61,7 @@ from services.leaderboards.store import (
     counts_id,
     display,
 )
+from services.runtime.indexes import drop_indexes
 from services.runtime.mongo import ServiceDatabase, UnitOfWork, find_by_ids
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,8 @@ log = logging.getLogger(__name__)
 LEGACY_BOARD_TOTALS = "boards"
 #: Entries moved from the earlier one-document-per-entry layout per slice (`upgrade_storage`).
 LEGACY_ENTRIES_SLICE = 1000
+#: The server's code for a write refused by a unique index.
+DUPLICATE_KEY = 11000
 
 #: Ids of period_closed events are derived from the period key: should a close ever be
 #: attempted twice past the unique close record, the outbox's unique event id (and every
@@ -467,6 +472,7 @@ def rebuild(database: ServiceDatabase, *, tz: str, now: datetime | None = None) 
         agents_fixed += count > 0
         counted += reader.agent_entries(agent_id, boards[agent_id]).items()
     recounted = _recount_boards(database, counted)
+    members_fixed = _repair_team_members(database)
     periods: set[tuple[str, str]] = {
         period for change in changes for period in closable_periods(change, tz)
     }
@@ -478,9 +484,52 @@ def rebuild(database: ServiceDatabase, *, tz: str, now: datetime | None = None) 
         entries_fixed=fixed,
         agents_fixed=agents_fixed,
         boards_recounted=recounted,
+        team_members_fixed=members_fixed,
         started_at=started,
         duration_seconds=round(time.monotonic() - clock, 3),
     )
+
+
+def _repair_team_members(database: ServiceDatabase) -> int:
+    """Makes the team member records match the standings' team slots (after damage, or a
+    standing written by an instance of an earlier release). Both are scanned and compared,
+    and each difference is checked again and fixed in a transaction of its own: a batch
+    applied since the scan may have made it right. Returns how many records were fixed."""
+    db = database.db
+    held = {
+        (doc["period"], doc[TEAM]["id"], doc["agent_id"])
+        for doc in db[STANDINGS].find(
+            {f"{TEAM}.id": {"$exists": True}}, {"period": 1, "agent_id": 1, f"{TEAM}.id": 1}
+        )
+    }
+    recorded = {
+        (doc["period"], doc["team_id"], doc["agent_id"]) for doc in db[TEAM_MEMBERS].find({})
+    }
+    fixed = 0
+    for period, team_id, agent_id in sorted(held ^ recorded):
+        fixed += database.transaction(
+            partial(_repair_team_member, period=period, team_id=team_id, agent_id=agent_id)
+        )
+    return fixed
+
+
+def _repair_team_member(uow: UnitOfWork, period: str, team_id: str, agent_id: str) -> int:
+    """Records the agent as a member of the team's board of `period` exactly when one of its
+    standings documents holds that team's slot; returns 1 when that took a write."""
+    place = standings.Place(period, TEAM, team_id)
+    ids = [standings.primary_id(period, agent_id), standings.spill_id(place, agent_id)]
+    docs = find_by_ids(uow.collection(STANDINGS), ids, uow.session, projection={TEAM: 1})
+    holds = any(doc.get(TEAM, {}).get("id") == team_id for doc in docs.values())
+    members = uow.collection(TEAM_MEMBERS)
+    id_ = standings.member_id(period, team_id, agent_id)
+    recorded = members.find_one({"_id": id_}, {"_id": 1}, session=uow.session) is not None
+    if holds and not recorded:
+        members.insert_one(standings.member_record(period, team_id, agent_id), session=uow.session)
+    elif recorded and not holds:
+        members.delete_one({"_id": id_}, session=uow.session)
+    else:
+        return 0
+    return 1
 
 
 def _rebuild_agent(uow: UnitOfWork, agent_id: str, tz: str, boards_seen: set[str]) -> int:
@@ -540,7 +589,10 @@ def upgrade_storage(database: ServiceDatabase) -> int:
       rolling update has replaced the earlier release's instances, those may answer a
       board's top pages as they last read them: they check the token documents, which
       nothing writes any more.
+    - Team boards were read through an index of the standings; their members are recorded
+      from the standings, then the index is dropped (`_record_team_members`).
     """
+    _record_team_members(database)
     upgraded = _move_legacy_entries(database)
     if LEGACY_BOARD_TOTALS in database.db.list_collection_names():
         upgraded += _recount_boards(database, BoardReader(database.db).all_entries())
@@ -590,6 +642,46 @@ def _move_legacy_entries(database: ServiceDatabase) -> int:
     db.drop_collection(LEGACY_ENTRIES)
     log.info("leaderboards storage upgraded: %d entries moved into standings", moved)
     return len(boards)
+
+
+def _record_team_members(database: ServiceDatabase) -> int:
+    """Records the members of every team board from the standings' team slots, then drops
+    the team index (store.LEGACY_TEAM_INDEX) that an earlier release read those boards
+    through. While that index is there the upgrade is not done, and it starts again on the
+    next start: a record already written is left as it is. Returns how many were written.
+
+    Instances of the earlier release must be stopped first: a team standing they add has
+    no member record, and the team's board would leave it out (the rebuild adds it)."""
+    db = database.db
+    if LEGACY_TEAM_INDEX not in db[STANDINGS].index_information():
+        return 0
+    cursor = db[STANDINGS].find(
+        {f"{TEAM}.id": {"$exists": True}},
+        {"period": 1, "agent_id": 1, f"{TEAM}.id": 1},
+        batch_size=LEGACY_ENTRIES_SLICE,
+    )
+    written = 0
+    while slice_ := list(islice(cursor, LEGACY_ENTRIES_SLICE)):
+        records = [
+            standings.member_record(doc["period"], doc[TEAM]["id"], doc["agent_id"])
+            for doc in slice_
+        ]
+        written += _insert_absent(db[TEAM_MEMBERS], records)
+    drop_indexes(db[STANDINGS], [LEGACY_TEAM_INDEX])
+    log.info("leaderboards storage upgraded: %d team member records written", written)
+    return written
+
+
+def _insert_absent(collection: Collection, documents: list[dict[str, Any]]) -> int:
+    """Inserts those of `documents` whose id is not stored (outside a transaction: the
+    others are refused one by one and the rest go in). Returns how many went in."""
+    try:
+        return len(collection.insert_many(documents, ordered=False).inserted_ids)
+    except BulkWriteError as error:
+        errors = error.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return int(error.details.get("nInserted", 0))
 
 
 def _repack_maps(database: ServiceDatabase) -> int:

@@ -11,9 +11,18 @@ standings, against 4.3 to 4.8 for nine of one.
 
 A slot: {"id": the team or tier (not for global), "score", "reached_at", "lane" (whose
 count map counts it, see store.py), "version" (one more on every write, journal.py)}.
-Each slot kind has its own board order, one index each: `rank_global` (period,
-global.score desc, global.reached_at, agent_id), `rank_team` and `rank_tier` (period,
-team.id or tier.id, then the same).
+The global and tier slots have their board order as an index each: `rank_global` (period,
+global.score desc, global.reached_at, agent_id) and `rank_tier` (period, tier.id, then the
+same).
+
+Team boards have no index on the standings. Every index of a collection is written again
+with each document written (the local database rewrites every entry of every index on an
+update), and measured there a replaced standings document cost about 0.52 ms of its CPU
+with two indexes and 0.61 to 0.77 with three, on the hottest write of the pipeline. A team is a
+few dozen agents, so a team board is read whole instead: its members from `team_members`
+(one record per (period, team, agent), indexed by period and team, written with the
+standing that makes an agent a member and deleted with the last one), then their
+documents by id, ordered in memory (`team_board`).
 
 Placement. The primary document `<period>|<agent>` holds the global standing, and one
 team's and one tier's. An agent who changed team (or tier) within a period has the other
@@ -35,11 +44,15 @@ from pymongo import ASCENDING, DESCENDING, DeleteOne, InsertOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 from pymongo.cursor import Cursor
+from pymongo.database import Database
 
 from services.leaderboards.boards import GLOBAL, Standing, board_key, order_key
 from services.runtime.mongo import bulk_write_in_slices, find_by_ids
 
 STANDINGS = "standings"
+#: One record per (period, team, agent) holding a team standing: how a team board is found.
+TEAM_MEMBERS = "team_members"
+TEAM = "team"
 #: The slots of a standings document, named after the kind of scope they hold.
 SLOTS = (GLOBAL, "team", "tier")
 
@@ -94,6 +107,19 @@ def spill_id(place: Place, agent_id: str) -> str:
     return f"{place.period}|{agent_id}|{place.scope}"
 
 
+def member_id(period: str, team_id: str, agent_id: str) -> str:
+    return f"{period}|{team_id}|{agent_id}"
+
+
+def member_record(period: str, team_id: str, agent_id: str) -> dict[str, Any]:
+    return {
+        "_id": member_id(period, team_id, agent_id),
+        "period": period,
+        "team_id": team_id,
+        "agent_id": agent_id,
+    }
+
+
 # --- queries on one board ---------------------------------------------------------------
 
 
@@ -140,6 +166,25 @@ def on_board(
     """The documents holding an entry of `board` above 0, read with `projection(board)`
     (`row` or `placed` gives the entry); `find`: more arguments of the find."""
     return collection.find(scored(board, {"$gt": 0}), projection(board), session=session, **find)
+
+
+def team_board(db: Database, board: str, session: ClientSession | None = None) -> list[Row]:
+    """A team board's entries above 0, in board order: two queries, its members and then
+    their documents (each member's primary, and its spill for the team, which holds the
+    entry when the primary's team slot holds another team)."""
+    place = place_of(board)
+    members = db[TEAM_MEMBERS].find(
+        {"period": place.period, "team_id": place.owner}, {"agent_id": 1}, session=session
+    )
+    agents = [doc["agent_id"] for doc in members]
+    ids = [primary_id(place.period, a) for a in agents] + [spill_id(place, a) for a in agents]
+    docs = find_by_ids(db[STANDINGS], ids, session, projection={"agent_id": 1, TEAM: 1})
+    rows = [
+        row(doc, board)
+        for doc in docs.values()
+        if doc.get(TEAM, {}).get("id") == place.owner and doc[TEAM]["score"] > 0
+    ]
+    return sorted(rows, key=lambda r: r.order)
 
 
 def row(doc: Mapping[str, Any], board: str) -> Row:
@@ -203,6 +248,9 @@ class AgentPeriod:
         self._docs: dict[str, dict[str, Any]] = {}
         self._stored: set[str] = set()
         self._changed: set[str] = set()
+        # Teams the agent became or stopped being a member of (TEAM_MEMBERS).
+        self._joined: set[str] = set()
+        self._left: set[str] = set()
         if primary is not None:
             self.add_stored(primary)
 
@@ -240,6 +288,8 @@ class AgentPeriod:
         if id_ is None:
             primary_slot = self._docs.get(self.primary, {}).get(place.slot)
             id_ = self.primary if primary_slot is None else spill_id(place, self.agent_id)
+            if place.slot == TEAM:
+                self._member_change(place.owner, joined=True)  # type: ignore[arg-type]
         slot: dict[str, Any] = {} if place.owner is None else {"id": place.owner}
         slot.update(score=score, reached_at=reached_at, lane=lane, version=version)
         self._document(id_)[place.slot] = slot
@@ -256,6 +306,8 @@ class AgentPeriod:
             return
         del self._docs[id_][place.slot]
         self._changed.add(id_)
+        if place.slot == TEAM:
+            self._member_change(place.owner, joined=False)  # type: ignore[arg-type]
         if id_ != self.primary:
             return
         for other_id, doc in self._docs.items():
@@ -263,6 +315,42 @@ class AgentPeriod:
                 self._docs[self.primary][place.slot] = doc.pop(place.slot)
                 self._changed.add(other_id)
                 return
+
+    def _member_change(self, team_id: str, joined: bool) -> None:
+        """A change of membership undoes an opposite one made since the read."""
+        undone, done = (self._left, self._joined) if joined else (self._joined, self._left)
+        if team_id in undone:
+            undone.discard(team_id)
+        else:
+            done.add(team_id)
+
+    def member_writes(self) -> tuple[list[ReplaceOne], list[DeleteOne]]:
+        """(writes, deletes) of team member records for the changes made since the read: a
+        record exists exactly while the agent has a standing on the team's board. A record
+        is upserted, not inserted: one left behind by damage to the standings must not make
+        a batch fail (the rebuild removes such records). Joining a team board is rare, once
+        per agent, team and period."""
+        joined = [
+            ReplaceOne(
+                {"_id": member_id(self.period, team_id, self.agent_id)},
+                member_record(self.period, team_id, self.agent_id),
+                upsert=True,
+            )
+            for team_id in sorted(self._joined)
+        ]
+        left = [
+            DeleteOne({"_id": member_id(self.period, team_id, self.agent_id)})
+            for team_id in sorted(self._left)
+        ]
+        return joined, left
+
+    def members(self) -> list[dict[str, Any]]:
+        """A member record for each team standing held now (for a bulk load)."""
+        return [
+            member_record(self.period, doc[TEAM]["id"], self.agent_id)
+            for doc in self._docs.values()
+            if doc.get(TEAM) is not None
+        ]
 
     def _document(self, id_: str) -> dict[str, Any]:
         if id_ not in self._docs:
@@ -331,12 +419,21 @@ def write(
     session: ClientSession | None = None,
 ) -> None:
     """Stores the changes of `periods`: inserts first, then replacements and deletes, in
-    slices (services/runtime/mongo.bulk_write_in_slices)."""
+    slices (services/runtime/mongo.bulk_write_in_slices), then the team member records
+    they change (`collection` is the standings collection; the records live beside it)."""
     inserts: list[InsertOne] = []
     others: list[ReplaceOne | DeleteOne] = []
+    joined: list[ReplaceOne] = []
+    left: list[DeleteOne] = []
     for agent_period in periods:
         new, changed = agent_period.writes()
         inserts += new
         others += changed
+        joins, leaves = agent_period.member_writes()
+        joined += joins
+        left += leaves
     bulk_write_in_slices(collection, inserts, session)
     bulk_write_in_slices(collection, others, session)
+    members = collection.database[TEAM_MEMBERS]
+    bulk_write_in_slices(members, joined, session)
+    bulk_write_in_slices(members, left, session)

@@ -3,12 +3,14 @@
 - `applied_points`: the log of applied point events (the rebuild's source of truth).
 - `standings`: the board entries, one document per (period, agent) holding the agent's
   global, team and tier entry of that period (standings.py): score and reached_at
-  (boards.py), and the lane (partition) whose count map counts it. One index per kind of
-  scope (`rank_global`, `rank_team`, `rank_tier`: period, team or tier, score desc,
-  reached_at asc, agent_id asc) is the board order.
+  (boards.py), and the lane (partition) whose count map counts it. An index per large
+  kind of scope (`rank_global`, `rank_tier`: period, tier, score desc, reached_at asc,
+  agent_id asc) is the board order.
+- `team_members`: who holds a standing on each team board of a period: a team board is
+  read whole from its members' documents, with no index on the standings (standings.py).
 - `score_counts`: per (board, lane), how many of the lane's entries hold each score above
   0 (boards.py, histograms), written in the same transaction as the entries. Team boards
-  have none (boards.keeps_count_maps): a team's scores are read from the index whole. A
+  have none (boards.keeps_count_maps): a team board is read whole. A
   board's size and the agents ahead of a score are sums over its maps; a page or a neighbourhood
   is read as one narrow score band of the board's index, and a rank counts only the agents
   tied with it: no read counts or sorts a deep range of a large board.
@@ -94,9 +96,26 @@ class Standings(me.Document):
         # boards its applied log counts in say which.
         "indexes": [
             _rank_index("global_", owned=False),
-            _rank_index("team", owned=True),
             _rank_index("tier", owned=True),
         ],
+    }
+
+
+#: The team board order of an earlier release: team boards are read from their members now
+#: (standings.py). Dropped on start once the members are recorded (handlers.upgrade_storage).
+LEGACY_TEAM_INDEX = "rank_team"
+
+
+class TeamMember(me.Document):
+    """An agent holding a standing on a team's board of a period (standings.TEAM_MEMBERS)."""
+
+    id = me.StringField(primary_key=True)  # standings.member_id
+    period = me.StringField(required=True)
+    team_id = me.StringField(required=True)
+    agent_id = me.StringField(required=True)
+    meta = {
+        "collection": standings.TEAM_MEMBERS,
+        "indexes": [{"fields": ["period", "team_id"], "name": "by_team"}],
     }
 
 
@@ -149,6 +168,7 @@ class AgentRecord(me.Document):
 DOCUMENTS = (
     AppliedPoints,
     Standings,
+    TeamMember,
     ScoreCounts,
     JournalRecord,
     PeriodRecord,
@@ -327,6 +347,9 @@ class BoardReader:
         # The maps' tokens each board's histogram was read under, and when (see `top`).
         self._tokens: dict[str, tuple[Any, ...]] = {}
         self._read_at: dict[str, float] = {}
+        # Each team board as its last histogram read it whole: the rows that histogram counts
+        # (`positions` and `place` take the histogram they are given).
+        self._team_boards: dict[str, list[Row]] = {}
 
     def read_at(self, board: str) -> float:
         """When (time.monotonic()) the tokens of the board's last histogram were read."""
@@ -375,12 +398,20 @@ class BoardReader:
         return histogram
 
     def _counted_histogram(self, board: str) -> Histogram:
-        """A board without count maps (a team's, boards.keeps_count_maps): its scores, read
-        from its index as one short range. It has no write tokens, so nothing read from it
-        is cached under them (`top` reads its pages every time)."""
+        """A board without count maps (a team's, boards.keeps_count_maps): its scores, from
+        the board read whole (kept for the `positions` and `place` given this histogram).
+        It has no write tokens, so nothing read from it is cached under them (`top` reads
+        it every time)."""
         self._read_at[board] = time.monotonic()
-        docs = standings.on_board(self._entries, board, self.session)
-        return merge_counts([Counter(standings.row(doc, board).score for doc in docs)])
+        rows = standings.team_board(self.db, board, self.session)
+        self._team_boards[board] = rows
+        return merge_counts([Counter(row.score for row in rows)])
+
+    def _team_board(self, board: str) -> list[Row]:
+        """The team board whole, in board order, as its last histogram read it."""
+        if board not in self._team_boards:
+            self._counted_histogram(board)
+        return self._team_boards[board]
 
     @property
     def _entries(self) -> Collection:
@@ -423,10 +454,17 @@ class BoardReader:
         rank with two neighbours read as three ties, 5.6 to 7.0 as one; 7.0 ms for a rank
         alone read from its whole tie, 2.1 counted.
 
+        A team board, read whole (`_team_board`), is ranked in memory.
+
         The rows are split by their order against `row`, so the row never appears among its
         own neighbours, nor one behind it among those ahead, even when a change landed
         after the histogram was read (the positions are then off by one at most).
         """
+        if not keeps_count_maps(board):
+            rows = self._team_board(board)
+            ahead = [other for other in rows if other.order < row.order]
+            behind = [other for other in rows if other.order > row.order]
+            return 1 + len(ahead), ahead[max(len(ahead) - k, 0) :], behind[:k]
         above = ahead_of(histogram, row.score)
         tied = histogram.get(row.score, 0)
         if tied <= 1 and k == 0:
@@ -461,6 +499,8 @@ class BoardReader:
         self, board: str, first: int, last: int, histogram: Histogram | None = None
     ) -> list[Row]:
         """The entries at positions `first`..`last` (1-based, inclusive) in board order."""
+        if not keeps_count_maps(board):
+            return self._team_board(board)[first - 1 : last]
         if histogram is None:
             histogram = self.histogram(board)
         found = band(histogram, first, last)

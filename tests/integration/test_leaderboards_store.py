@@ -35,7 +35,13 @@ from tests.support.count_maps import add_to_maps, drop_map, put_map, stored_maps
 from tests.support.count_maps import counted_from_entries as entries_call_for
 from tests.support.databases import fresh_service_database
 from tests.support.events import agent_registered, snapshot
-from tests.support.standings import delete_entries, put_entry, stored_entries
+from tests.support.standings import (
+    delete_entries,
+    members_held,
+    put_entry,
+    stored_entries,
+    stored_members,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -427,6 +433,7 @@ def store_as_legacy_entries(db: ServiceDatabase, lanes: bool = True) -> None:
         for (board, agent), row in stored_entries(db.db).items()
     ]
     db.db.standings.delete_many({})
+    db.db.team_members.delete_many({})  # that release read team boards from an index
     db.db.board_entries.insert_many(legacy)
     db.db.board_entries.create_index("agent_id", name="by_agent")
 
@@ -487,6 +494,7 @@ def test_an_agent_moving_team_and_tier_within_a_period_is_on_every_board_it_earn
             assert want_rows == expected_rows(events, board)
             assert reader.entry(board, "mv-0") is not None
         assert reader.entry("2026-W20|team:gold", "mv-0") is None
+        assert stored_members(db.db) == members_held(db.db)
 
     check()
     primary = db.db.standings.find_one({"_id": "2026-W20|mv-0"})
@@ -570,6 +578,68 @@ def test_team_boards_are_read_from_their_entries_with_no_maps_and_no_views(make_
     put_map(db.db, team_board, 0, {1: 99})
     assert handlers.rebuild(db, tz=TZ).boards_recounted == 1
     assert not [m for m in count_maps(db) if "|team:" in m]
+
+
+def test_team_boards_of_an_earlier_release_get_their_members_on_start(make_database):
+    """That release read team boards through a `rank_team` index of the standings and kept
+    no member records: the upgrade records them, then drops the index."""
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    events = [award(f"tm-{i}", 1 + i, t + timedelta(minutes=i), team="tm") for i in range(6)]
+    events += [award("tm-0", 9, t + timedelta(hours=1), team="other")]  # a spill
+    apply(db, events)
+    board = "2026-W20|team:tm"
+    want = expected_rows(events, board)
+    assert len(stored_members(db.db)) == 3 * 7  # three periods: six agents in tm, one moved
+    db.db.team_members.delete_many({})
+    fields = [("period", 1), ("team.id", 1), ("team.score", -1), ("team.reached_at", 1)]
+    db.db.standings.create_index([*fields, ("agent_id", 1)], name="rank_team")
+    assert BoardReader(db.db).top(board, 0, 10) == []  # no members: an empty board
+
+    handlers.upgrade_storage(db)
+    assert stored_members(db.db) == members_held(db.db)
+    assert "rank_team" not in db.db.standings.index_information()
+    assert [(r.agent_id, r.score) for r in BoardReader(db.db).top(board, 0, 10)] == want
+    handlers.upgrade_storage(db)  # done: nothing to do
+    assert stored_members(db.db) == members_held(db.db)
+
+
+def test_the_rebuild_repairs_team_member_records_and_a_stray_one_never_fails_a_batch(
+    make_database,
+):
+    db = make_database()
+    t = datetime(2026, 5, 12, 2, tzinfo=UTC)
+    events = [award(f"tr-{i}", 1 + i, t + timedelta(minutes=i), team="tr") for i in range(4)]
+    apply(db, events)
+    board = "2026-W20|team:tr"
+    # Damage: a record lost (its agent drops off the team board), and a stray one left by
+    # a standings document deleted behind the service's back.
+    db.db.team_members.delete_one({"_id": "2026-W20|tr|tr-1"})
+    db.db.standings.delete_one({"_id": "2026-W20|tr-2"})
+    assert "tr-1" not in [r.agent_id for r in BoardReader(db.db).top(board, 0, 10)]
+
+    report = handlers.rebuild(db, tz=TZ)
+    assert report.entries_fixed == 3  # tr-2's global, team and tier entries of the week
+    assert report.team_members_fixed == 1
+    assert stored_members(db.db) == members_held(db.db)
+    assert [(r.agent_id, r.score) for r in BoardReader(db.db).top(board, 0, 10)] == (
+        expected_rows(events, board)
+    )
+    assert handlers.rebuild(db, tz=TZ).team_members_fixed == 0
+
+    # A stray record with no entry: the rebuild removes it; until then a batch that makes
+    # the agent a member again writes over it.
+    db.db.team_members.insert_one(
+        {"_id": "2026-W20|tr|tr-9", "period": "2026-W20", "team_id": "tr", "agent_id": "tr-9"}
+    )
+    assert handlers.rebuild(db, tz=TZ).team_members_fixed == 1
+    db.db.team_members.insert_one(
+        {"_id": "2026-W20|tr|tr-9", "period": "2026-W20", "team_id": "tr", "agent_id": "tr-9"}
+    )
+    later = [award("tr-9", 30, t + timedelta(hours=2), team="tr")]
+    apply(db, later)
+    assert stored_members(db.db) == members_held(db.db)
+    assert BoardReader(db.db).top(board, 0, 1)[0].agent_id == "tr-9"
 
 
 def test_count_maps_stored_as_fields_are_packed_on_start(make_database):

@@ -9,7 +9,7 @@ from datetime import datetime
 from pymongo.database import Database
 
 from services.leaderboards import standings
-from services.leaderboards.standings import STANDINGS, Row
+from services.leaderboards.standings import STANDINGS, TEAM_MEMBERS, Row
 
 
 def stored_entries(db: Database, agents: Iterable[str] | None = None) -> dict[tuple[str, str], Row]:
@@ -49,3 +49,20 @@ def delete_entries(db: Database, entries: Iterable[tuple[str, str]]) -> None:
     for board, agent_id in entries:
         periods[(standings.place_of(board).period, agent_id)].remove(board)
     standings.write(db[STANDINGS], periods.values())
+
+
+Member = tuple[str, str, str]  # (period, team, agent)
+
+
+def stored_members(db: Database) -> set[Member]:
+    """The team member records (standings.TEAM_MEMBERS)."""
+    return {(d["period"], d["team_id"], d["agent_id"]) for d in db[TEAM_MEMBERS].find({})}
+
+
+def members_held(db: Database) -> set[Member]:
+    """The members the stored team entries make: the records there should be."""
+    return {
+        (standings.place_of(board).period, standings.place_of(board).owner or "", agent)
+        for (board, agent) in stored_entries(db)
+        if standings.place_of(board).slot == standings.TEAM
+    }
