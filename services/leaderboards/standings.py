@@ -324,24 +324,12 @@ class AgentPeriod:
         else:
             done.add(team_id)
 
-    def member_writes(self) -> tuple[list[ReplaceOne], list[DeleteOne]]:
-        """(writes, deletes) of team member records for the changes made since the read: a
-        record exists exactly while the agent has a standing on the team's board. A record
-        is upserted, not inserted: one left behind by damage to the standings must not make
-        a batch fail (the rebuild removes such records). Joining a team board is rare, once
-        per agent, team and period."""
-        joined = [
-            ReplaceOne(
-                {"_id": member_id(self.period, team_id, self.agent_id)},
-                member_record(self.period, team_id, self.agent_id),
-                upsert=True,
-            )
-            for team_id in sorted(self._joined)
-        ]
-        left = [
-            DeleteOne({"_id": member_id(self.period, team_id, self.agent_id)})
-            for team_id in sorted(self._left)
-        ]
+    def member_changes(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """(records to have, ids to delete) of team member records for the changes made
+        since the read: a record exists exactly while the agent has a standing on the
+        team's board."""
+        joined = [member_record(self.period, t, self.agent_id) for t in sorted(self._joined)]
+        left = [member_id(self.period, t, self.agent_id) for t in sorted(self._left)]
         return joined, left
 
     def members(self) -> list[dict[str, Any]]:
@@ -423,17 +411,35 @@ def write(
     they change (`collection` is the standings collection; the records live beside it)."""
     inserts: list[InsertOne] = []
     others: list[ReplaceOne | DeleteOne] = []
-    joined: list[ReplaceOne] = []
-    left: list[DeleteOne] = []
+    joined: list[dict[str, Any]] = []
+    left: list[str] = []
     for agent_period in periods:
         new, changed = agent_period.writes()
         inserts += new
         others += changed
-        joins, leaves = agent_period.member_writes()
+        joins, leaves = agent_period.member_changes()
         joined += joins
         left += leaves
     bulk_write_in_slices(collection, inserts, session)
     bulk_write_in_slices(collection, others, session)
-    members = collection.database[TEAM_MEMBERS]
-    bulk_write_in_slices(members, joined, session)
-    bulk_write_in_slices(members, left, session)
+    _write_members(collection.database[TEAM_MEMBERS], joined, left, session)
+
+
+def _write_members(
+    members: Collection,
+    joined: list[dict[str, Any]],
+    left: list[str],
+    session: ClientSession | None,
+) -> None:
+    """Inserts the member records of `joined` not stored yet and deletes those of `left`.
+    A record already there was left behind by damage to the standings, and says what is
+    true again: it stays, and no insert of it can fail the batch (the rebuild removes such
+    records). Joins are read first rather than upserted: per record, an upsert cost the
+    local database 0.25 to 0.30 ms of its CPU, a read and an insert 0.14 to 0.17 (batches of
+    500), and a batch of new agents joins three team boards each."""
+    if joined:
+        ids = [record["_id"] for record in joined]
+        stored = find_by_ids(members, ids, session, projection={"_id": 1})
+        absent = [InsertOne(record) for record in joined if record["_id"] not in stored]
+        bulk_write_in_slices(members, absent, session)
+    bulk_write_in_slices(members, [DeleteOne({"_id": id_}) for id_ in left], session)
