@@ -114,9 +114,13 @@ class _Batch:
     lots: dict[str, list[Lot]]  # agents whose requirements may be evaluated -> their lots
     lot_ids: set[str]  # of the batch's completions: the lots stored, and those deposited
     changed: dict[str, None] = field(default_factory=dict)  # agents, in first-change order
+    stored: frozenset[str] = field(init=False)  # agents whose document the batch read
     new_lots: list[Lot] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     milestones: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stored = frozenset(self.docs)
 
     @classmethod
     def load(
@@ -203,7 +207,7 @@ class _Batch:
             self.uow.publish(event)
 
     def save(self) -> None:
-        store.save_agent_documents(self.uow, {a: self.docs[a] for a in self.changed})
+        store.save_agent_documents(self.uow, {a: self.docs[a] for a in self.changed}, self.stored)
         store.insert_lots(self.uow, self.new_lots)
         store.append_history_entries(self.uow, self.history)
         store.insert_milestones(self.uow, self.milestones)

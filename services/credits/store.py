@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -23,13 +23,13 @@ from mongoengine import (
     ListField,
     StringField,
 )
-from pymongo import ASCENDING, DESCENDING, ReplaceOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
 from services.credits.bank import ACTIVE, EXPIRED, REVOKED, Lot
 from services.credits.readiness import Course
 from services.credits.roster import Observation, resolve
-from services.runtime.mongo import UnitOfWork, find_by_ids, find_in
+from services.runtime.mongo import UnitOfWork, find_by_ids, find_in, save_whole
 
 
 class Reader(Protocol):
@@ -174,11 +174,13 @@ def agent_documents(uow: UnitOfWork, agent_ids: Iterable[str]) -> dict[str, dict
     }
 
 
-def save_agent_documents(uow: UnitOfWork, docs: dict[str, dict[str, Any]]) -> None:
-    """Writes agents' documents computed in memory, whole, in one statement."""
-    writes = [ReplaceOne({"_id": agent_id}, doc, upsert=True) for agent_id, doc in docs.items()]
-    if writes:
-        uow.collection(AGENTS).bulk_write(writes, ordered=True, session=uow.session)
+def save_agent_documents(
+    uow: UnitOfWork, docs: dict[str, dict[str, Any]], stored: Container[str]
+) -> None:
+    """Writes agents' documents computed in memory, whole: those the transaction read
+    (`stored`) replaced, the others inserted (`save_whole`, cheaper than upserts)."""
+    whole = [{"_id": agent_id, **doc} for agent_id, doc in docs.items()]
+    save_whole(uow.collection(AGENTS), whole, stored, uow.session)
 
 
 def lock_agent(uow: UnitOfWork, agent_id: str) -> None:
