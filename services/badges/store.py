@@ -37,8 +37,11 @@ class BadgeFact(me.Document):
     snapshot = me.DictField()
     meta = {
         "collection": "badge_facts",
+        # One agent's facts (of a badge), and the agents of a badge: some agents' facts of a
+        # badge are read through the second (the local database plans a `$in` on the first
+        # field of an index as a collection scan). The id makes (agent, badge, key) unique.
         "indexes": [
-            {"fields": ["agent_id", "badge_id", "key"], "unique": True},
+            {"fields": ["agent_id", "badge_id"], "name": "by_agent"},
             {"fields": ["badge_id", "agent_id"]},
         ],
     }
@@ -59,12 +62,21 @@ class BadgeAward(me.Document):
     meta = {
         "collection": "badge_awards",
         # Every read is of one agent's awards (or of some agents'): this index serves them.
+        # The id makes (agent, badge, level) unique already, but a non-unique index of the
+        # same keys cannot stand beside this one: pods of the earlier release would fail
+        # to start during a rollout (the insert of an award is rarer than of a fact).
         "indexes": [{"fields": ["agent_id", "badge_id", "level"], "unique": True}],
     }
 
 
-#: Award indexes of earlier releases, dropped on start: no query reads awards by badge.
+#: Indexes of earlier releases, dropped on start. No query reads awards by badge. The
+#: facts' unique (agent, badge, key) held again what the id (agent|badge|key) guarantees,
+#: and a unique index costs the local database a claim and a probe with every insert: a
+#: fact's insert took 0.20 ms of its CPU with it, 0.17 to 0.18 with `by_agent` instead
+#: (measured apart). Its keys differ from `by_agent`'s, so the two can stand side by side
+#: while pods of the earlier release restart during a rollout.
 RETIRED_AWARD_INDEXES = ("badge_id_1",)
+RETIRED_FACT_INDEXES = ("agent_id_1_badge_id_1_key_1",)
 
 
 class AgentState(me.Document):
@@ -105,7 +117,7 @@ AGENTS = _name(AgentState)
 COURSES = _name(CatalogCourse)
 KEYS = _name(SigningKeyRecord)
 #: What `Mongo(retired_indexes=...)` drops on start.
-RETIRED_INDEXES = {AWARDS: RETIRED_AWARD_INDEXES}
+RETIRED_INDEXES = {AWARDS: RETIRED_AWARD_INDEXES, FACTS: RETIRED_FACT_INDEXES}
 
 
 def fact_id(fact: Fact) -> str:

@@ -425,14 +425,23 @@ def test_a_batch_in_one_transaction_leaves_what_one_per_event_leaves(two_databas
     assert any(award["agent_id"].startswith("stranger") for award in got[AWARDS])
 
 
-def test_start_drops_the_award_index_an_earlier_release_made(broker, database):
+def test_start_drops_the_indexes_an_earlier_release_made(broker, database):
     prefix = unique_prefix()
     mongo: MongoClient = MongoClient(database.uri)
-    awards = mongo[f"{prefix}skillquest_badges".replace(".", "_")][AWARDS]
-    awards.create_index("badge_id")  # earlier releases kept it; no query reads by badge
+    db = mongo[f"{prefix}skillquest_badges".replace(".", "_")]
+    awards, facts = db[AWARDS], db[FACTS]
+    # Earlier releases kept these: no query reads awards by badge, and the ids make the
+    # same keys unique.
+    awards.create_index("badge_id")
+    facts.create_index([("agent_id", 1), ("badge_id", 1), ("key", 1)], unique=True)
     try:
-        for _ in range(2):  # idempotent: the second start finds it gone
+        for _ in range(2):  # idempotent: the second start finds them gone
             with running(BadgesService, service_config(broker, database, prefix)):
                 assert set(awards.index_information()) == {"_id_", "agent_id_1_badge_id_1_level_1"}
+                assert set(facts.index_information()) == {
+                    "_id_",
+                    "by_agent",
+                    "badge_id_1_agent_id_1",
+                }
     finally:
         mongo.close()
