@@ -18,10 +18,10 @@ same).
 Team boards have no index on the standings. Every index of a collection is written again
 with each document written (the local database rewrites every entry of every index on an
 update), and measured there a replaced standings document cost about 0.52 ms of its CPU
-with two indexes and 0.61 to 0.77 with three, on the hottest write of the pipeline. A team is a
-few dozen agents, so a team board is read whole instead: its members from `team_members`
-(one record per (period, team, agent), indexed by period and team, written with the
-standing that makes an agent a member and deleted with the last one), then their
+with two indexes and 0.61 to 0.77 with three, on the hottest write of the pipeline. A
+team is a few dozen agents, so a team board is read whole instead: its members from
+`team_members` (one record per (period, team, agent), indexed by period and team,
+written with the standing that makes an agent a member and deleted with it), then their
 documents by id, ordered in memory (`team_board`).
 
 Placement. The primary document `<period>|<agent>` holds the global standing, and one
@@ -54,7 +54,7 @@ STANDINGS = "standings"
 TEAM_MEMBERS = "team_members"
 TEAM = "team"
 #: The slots of a standings document, named after the kind of scope they hold.
-SLOTS = (GLOBAL, "team", "tier")
+SLOTS = (GLOBAL, TEAM, "tier")
 
 
 @dataclass(frozen=True)
