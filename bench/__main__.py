@@ -20,6 +20,7 @@ from typing import Any
 
 from bench import api, dbtime, latency, pipeline, raw
 from bench.config import REPORT_FILE, WORK_DIR, BenchConfig, from_environment
+from bench.heap import collector_paused
 from bench.profiling import Profiler
 from bench.report import table, write
 from bench.settle import Settler
@@ -144,7 +145,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
         on_board = api.agents_on_all_time_board(stack)
         to_load = max(config.api_agents - on_board, 0)
         load_started = time.monotonic()
-        loaded = api.bulk_load(stack, workload, to_load, config.seed)
+        with collector_paused():
+            loaded = api.bulk_load(stack, workload, to_load, config.seed)
         load_seconds = time.monotonic() - load_started
         rng = random.Random(config.seed)
         bulk_ids = [f"{api.BULK_PREFIX}{i:06d}" for i in range(to_load)]
