@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts.api.points import ADJUSTMENT_RULE_ID, REVERSAL_RULE_ID, RULE_IDS
 from services.points.handlers import Change, current_rules, seed_rules
 from services.points.rules import DEFAULT_RULES_FILE, Rule, RuleTableError, load_rule_table
-from services.points.store import prepare_collections
 from services.runtime.metrics import ServiceMetrics
 from services.runtime.mongo import Mongo, ServiceDatabase, UnitOfWork
 
@@ -62,8 +61,9 @@ class RuleTable(DependencyProvider):
         self._cached_at = 0.0
 
     def start(self) -> None:
+        # The collections and indexes are there already: Mongo prepares them in its setup,
+        # which nameko finishes for every extension before it starts any.
         database = self._database()
-        prepare_collections(database.db)
 
         def seed(uow: UnitOfWork) -> list[str]:
             return seed_rules(uow, self.file_table, datetime.now(UTC))

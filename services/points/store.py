@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import uuid
 from collections.abc import Collection, Iterable
@@ -25,11 +24,9 @@ from mongoengine import (
 from pymongo import DESCENDING
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
-from pymongo.errors import CollectionInvalid
 
 from contracts.api.points import REVERSAL_RULE_ID
-from services.runtime.mongo import PROCESSED_EVENTS, find_by_ids
-from services.runtime.outbox import OUTBOX, ensure_outbox_indexes
+from services.runtime.mongo import find_by_ids
 
 #: Award and event ids derive from (source event, rule): a replay rebuilds the same ids.
 IDS = uuid.UUID("6f1c2a0e-5b7d-4e8a-9c3f-2d4b6a8e0f17")
@@ -146,21 +143,6 @@ LEDGER = PointsLedgerEntry._get_collection_name()
 DAILY_CAPS = DailyCap._get_collection_name()
 #: What `Mongo(retired_indexes=...)` drops on start.
 RETIRED_INDEXES = {LEDGER: RETIRED_LEDGER_INDEXES}
-
-
-def prepare_collections(db: Database) -> None:
-    """Creates the collections transactions write to, and their indexes, before any
-    transaction runs: a collection created implicitly inside a transaction while another
-    connection creates one can stall the local database server (seen with SecantusDB)."""
-    existing = set(db.list_collection_names())
-    for name in (*(doc._get_collection_name() for doc in DOCUMENTS), OUTBOX, PROCESSED_EVENTS):
-        if name not in existing:
-            # Another instance may have created it meanwhile.
-            with contextlib.suppress(CollectionInvalid):
-                db.create_collection(name)
-    ensure_outbox_indexes(db)
-    for document in DOCUMENTS:
-        document.ensure_indexes()
 
 
 def cap_id(agent_id: str, rule_id: str, day: str) -> str:
