@@ -496,15 +496,12 @@ def _repair_team_members(database: ServiceDatabase) -> int:
     and each difference is checked again and fixed in a transaction of its own: a batch
     applied since the scan may have made it right. Returns how many records were fixed."""
     db = database.db
-    held = {
-        (doc["period"], doc[TEAM]["id"], doc["agent_id"])
-        for doc in db[STANDINGS].find(
-            {f"{TEAM}.id": {"$exists": True}}, {"period": 1, "agent_id": 1, f"{TEAM}.id": 1}
-        )
-    }
-    recorded = {
-        (doc["period"], doc["team_id"], doc["agent_id"]) for doc in db[TEAM_MEMBERS].find({})
-    }
+
+    def members(records: Iterable[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        return {(r["period"], r["team_id"], r["agent_id"]) for r in records}
+
+    held = members(standings.memberships_held(db[STANDINGS]))
+    recorded = members(db[TEAM_MEMBERS].find({}))
     fixed = 0
     for period, team_id, agent_id in sorted(held ^ recorded):
         fixed += database.transaction(
@@ -655,17 +652,9 @@ def _record_team_members(database: ServiceDatabase) -> int:
     db = database.db
     if LEGACY_TEAM_INDEX not in db[STANDINGS].index_information():
         return 0
-    cursor = db[STANDINGS].find(
-        {f"{TEAM}.id": {"$exists": True}},
-        {"period": 1, "agent_id": 1, f"{TEAM}.id": 1},
-        batch_size=LEGACY_ENTRIES_SLICE,
-    )
+    held = standings.memberships_held(db[STANDINGS], batch_size=LEGACY_ENTRIES_SLICE)
     written = 0
-    while slice_ := list(islice(cursor, LEGACY_ENTRIES_SLICE)):
-        records = [
-            standings.member_record(doc["period"], doc[TEAM]["id"], doc["agent_id"])
-            for doc in slice_
-        ]
+    while records := list(islice(held, LEGACY_ENTRIES_SLICE)):
         written += _insert_absent(db[TEAM_MEMBERS], records)
     drop_indexes(db[STANDINGS], [LEGACY_TEAM_INDEX])
     log.info("leaderboards storage upgraded: %d team member records written", written)

@@ -187,6 +187,16 @@ def team_board(db: Database, board: str, session: ClientSession | None = None) -
     return sorted(rows, key=lambda r: r.order)
 
 
+def memberships_held(collection: Collection, **find: Any) -> Iterator[dict[str, Any]]:
+    """A member record for every team standing stored: what `team_members` should hold
+    (`find`: more arguments of the find)."""
+    docs = collection.find(
+        {f"{TEAM}.id": {"$exists": True}}, {"period": 1, "agent_id": 1, f"{TEAM}.id": 1}, **find
+    )
+    for doc in docs:
+        yield member_record(doc["period"], doc[TEAM]["id"], doc["agent_id"])
+
+
 def row(doc: Mapping[str, Any], board: str) -> Row:
     """The entry of `board` in a document read with `projection(board)` (or whole), as the
     board shows it (no lane)."""
