@@ -4,10 +4,10 @@ first record while the consumer is idle.
 While events flow, a fetch waits for `consumer_fetch_min_bytes` (or
 `consumer_fetch_max_wait_ms`): batches of several events per transaction at moderate rates.
 That wait costs a consumer with nothing to do a fetch, and the broker an answer, every
-100 ms. Once a consumer has polled nothing for `IDLE_FETCH_AFTER_SECONDS`, its fetches ask
+50 ms by default. Once a consumer has polled nothing for `IDLE_FETCH_AFTER_SECONDS`, its fetches ask
 for 1 byte and may be held `consumer_idle_fetch_max_wait_ms`: the broker answers at the
 first record, so the first event after a quiet spell is not held at all, and an idle
-consumer asks a fifth as often. Its first records bring the gathering settings back.
+consumer asks a tenth as often. Its first records bring the gathering settings back.
 """
 
 from __future__ import annotations

@@ -48,27 +48,27 @@ class RuntimeSettings(BaseModel):
     consumer_partition_concurrency: int = Field(1, ge=1)
     #: How long the broker may hold a fetch while it has less than
     #: `consumer_fetch_min_bytes` (while events flow; idle, see below). The client keeps one
-    #: fetch in flight per broker, so a partition left out of it (its records were still
-    #: buffered) waits for it: this bounds what a quiet partition adds to a hop. Measured on
-    #: the local stack (4 consumers, 2 events/s through two hops): 500 ms gave 176 ms median
-    #: publish-to-board, 100 ms 142, 50 ms 131; but each empty fetch costs the consumer and
-    #: the broker CPU: an idle stack (services, broker, database) used 0.44 of 2 cores at
-    #: 50 ms, 0.25 at 100 ms.
-    consumer_fetch_max_wait_ms: int = Field(100, ge=0, le=500)
+    #: fetch in flight per broker, and a partition whose records were still buffered when it
+    #: went out waits for the next: at a few events a second a record often waits two of
+    #: these. Measured on the local broker alone (one consumer of six, 50 events/s, 64 KB):
+    #: produce-to-poll p50 / p95 / p99 64 / 189 / 253 ms at 100 ms, 33 / 59 / 100 at 50.
+    #: Through the stack, 20 s at 50 events/s (two hops, two runs each): publish-to-board
+    #: p50 / p99 419-489 / 1,023-1,361 ms at 64 KB and 100 ms; 250-297 / 430-522 at 16 KB
+    #: and 50 ms, with the same CPU. Each empty fetch costs the consumer and the broker, but
+    #: an idle consumer switches to the idle settings below.
+    consumer_fetch_max_wait_ms: int = Field(50, ge=0, le=500)
     #: How much the broker gathers before it answers a fetch (waiting at most
     #: `consumer_fetch_max_wait_ms`). Kafka's default, 1 byte, answers with the first
     #: record: at moderate rates every consumer then runs a transaction per few events,
     #: each with its fixed statements (handled ids, outbox), and the database saturates
-    #: sooner. Measured on the local stack, 30 s at 55 events/s (half the pipeline's
-    #: throughput): publish-to-board p50 / p99 892-1,547 / 1,837-4,166 ms in seven runs at
-    #: 1 byte, 905-960 / 1,436-1,959 in three at 64 KB (16 KB: 933 / 1,515), the database's
-    #: CPU 12% lower; at 5 events/s p50 171 and 248 ms at 1 byte, 252 at 64 KB (each hop
-    #: now waits for the fetch's full wait when little arrives).
-    consumer_fetch_min_bytes: int = Field(65_536, ge=1)
+    #: sooner. Measured on the local stack, 20 s at 50 events/s: 1 byte (100 ms) used 33.9
+    #: CPU seconds, 1 byte (50 ms) 39.1, 16 KB (50 ms) 28.3 and 31.4; at 250 events/s the
+    #: runs' spread (p99 1 to 2.8 s in the same settings) hid any difference.
+    consumer_fetch_min_bytes: int = Field(16_384, ge=1)
     #: Once a consumer has polled nothing for `IDLE_FETCH_AFTER_SECONDS` (runtime/kafka.py),
     #: its fetches ask for 1 byte and may be held this long: the broker answers at the
     #: first record, so a quiet consumer sees an event as soon as with the settings above
-    #: (sooner: it does not wait for more), and it asks a fifth as often. Its first records
+    #: (sooner: it does not wait for more), and it asks a tenth as often. Its first records
     #: bring the two settings above back. Measured on the local stack, idle (4 consumers,
     #: broker, database, relays): 0.47 of 2 cores at 100 ms, 0.24 at 500.
     consumer_idle_fetch_max_wait_ms: int = Field(500, ge=0, le=5_000)
