@@ -107,7 +107,12 @@ def run(config: BenchConfig) -> dict[str, Any]:
         rate = max(result.events_per_s / 2, 1.0)
         say(f"end-to-end latency at {rate:.0f} events/s for {config.latency_seconds:.0f}s")
         lat = latency.run(
-            stack, workload, rate, config.latency_seconds, min(config.probes_per_second, rate)
+            stack,
+            workload,
+            rate,
+            config.latency_seconds,
+            min(config.probes_per_second, rate),
+            settle_timeout=config.settle_timeout_seconds,
         )
         report["e2e_latency_ms"] = lat.summary()
         report["e2e"] = lat.details()
@@ -127,6 +132,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
                 config.light_latency_seconds,
                 min(config.probes_per_second, light_rate),
                 prefix=LIGHT_PREFIX,
+                settle_timeout=config.settle_timeout_seconds,
             )
             report["e2e_light_latency_ms"] = light.summary()
             report["e2e_light"] = light.details()

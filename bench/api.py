@@ -317,8 +317,7 @@ def warm_views(stack: Stack, profile_agent: str, tz: str, timeout: float) -> flo
         reader = BoardReader(db)
         weekly = board_key(resolve_period("weekly", datetime.now(UTC), tz).key, GLOBAL)
         boards = sum(total(reader.histogram(board)) for board in (ALL_TIME_GLOBAL, weekly))
-        # Everyone the roster has named (the latency probes' agents it has not: their
-        # names are read from the database, as they are on the portal).
+        # Everyone the roster has named.
         named = db[AGENTS].count_documents({"roster_at": {"$ne": None}})
     finally:
         client.close()

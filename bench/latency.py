@@ -1,9 +1,14 @@
 """End-to-end latency: from an event's publish to its award on the all-time leaderboard.
 
 A steady stream at half the measured pipeline throughput (the learning and ticket events of
-new agents) carries probes: module completions of agents never seen before, a few per
+new agents) carries probes: module completions of agents with no activity before, a few per
 second. A probe is visible when the leaderboards service's position endpoint first answers
 200 for its agent.
+
+Every agent of the run is registered in the roster first (not timed), as agents are before
+they train and as the pipeline's agents are: an agent the roster has not named costs the
+leaderboards a write of its team with every batch (handlers._remember_points_teams), a
+path production takes only for the odd event that overtakes its agent's registration.
 
 One watcher thread looks for every outstanding probe's all-time entry in the leaderboards
 database every `POLL_SECONDS` (one query for all of them: the endpoint reads that entry
@@ -27,7 +32,8 @@ import requests
 
 from bench import dbtime, stages
 from bench.heap import frozen_heap
-from bench.kafka_io import producer
+from bench.kafka_io import producer, publish
+from bench.settle import Settler
 from bench.stack import Stack, cpu_spent
 from bench.stats import percentiles
 from bench.workload import Message, Workload
@@ -92,11 +98,21 @@ def run(
     seconds: float,
     probes_per_second: float,
     prefix: str = "",
+    settle_timeout: float = 300.0,
 ) -> LatencyResult:
     """`prefix`: before every agent id of the run, so that a second run's agents are new."""
     total = max(int(rate * seconds), 1)
     every = max(int(rate / probes_per_second), 1)  # one probe in `every` slots
-    background = workload.activity(prefix + BACKGROUND_PREFIX, max(total // 5, 1))
+    background_agents = max(total // 5, 1)
+    background = workload.activity(prefix + BACKGROUND_PREFIX, background_agents)
+    _register(
+        stack,
+        [
+            *workload.roster_events(prefix + BACKGROUND_PREFIX, background_agents),
+            *workload.registrations(prefix + PROBE_PREFIX, range(0, total, every)),
+        ],
+        settle_timeout,
+    )
     result = LatencyResult(target_rate=rate, seconds=seconds)
     watcher = ProbeWatcher(stack, result)
 
@@ -117,13 +133,16 @@ def run(
                     # sent together.
                     woke = max(due, woke + TICK_SECONDS)
                     time.sleep(max(woke - time.monotonic(), 0.0))
+                agent_id = ""
                 if slot % every == 0:
-                    agent_id = f"{prefix}{PROBE_PREFIX}{slot:06d}"
-                    message: Message | None = workload.probe(agent_id, datetime.now(UTC))
+                    message: Message | None = workload.probe(
+                        prefix + PROBE_PREFIX, slot, datetime.now(UTC)
+                    )
+                    assert message is not None
+                    agent_id = message.key
                     result.probes += 1
                 else:
                     message = next(stream, None)
-                    agent_id = ""
                 if message is None:
                     continue
                 sent_at = time.monotonic()
@@ -153,6 +172,16 @@ def run(
         points.close()
         leaderboards.close()
     return result
+
+
+def _register(stack: Stack, roster: list[Message], timeout: float) -> None:
+    """Publishes the run's roster and waits until every service has taken it."""
+    settler = Settler(stack)
+    try:
+        publish(stack.bootstrap, roster)
+        settler.wait(timeout)
+    finally:
+        settler.close()
 
 
 class ProbeWatcher:

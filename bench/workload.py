@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -135,6 +135,10 @@ class Workload:
         ]
 
     def roster_events(self, prefix: str, count: int) -> list[Message]:
+        return self.registrations(prefix, range(count))
+
+    def registrations(self, prefix: str, indexes: Iterable[int]) -> list[Message]:
+        """The roster's events for the agents `prefix` + index, a day before the window."""
         at = self.window[0] - timedelta(days=1)
         rng = random.Random(f"{self.seed}:roster:{prefix}")
         return [
@@ -143,7 +147,7 @@ class Workload:
                     id=self._id(rng), source=SOURCE, time=at, subject=agent.agent_id, data=agent
                 )
             )
-            for agent in (self.agent(prefix, i) for i in range(count))
+            for agent in (self.agent(prefix, i) for i in indexes)
         ]
 
     def activity(self, prefix: str, count: int) -> list[Message]:
@@ -259,15 +263,20 @@ class Workload:
                 ),
             )
 
-    def probe(self, agent_id: str, at: datetime) -> Message:
-        """A module completion of an agent never seen before: 10 points on the boards."""
+    def probe(self, prefix: str, index: int, at: datetime) -> Message:
+        """The first activity of agent `prefix` + index, a module completion: 10 points on
+        the boards."""
+        agent = self.agent(prefix, index)
+        agent_id = agent.agent_id
         rng = random.Random(f"{self.seed}:probe:{agent_id}")
-        snapshot = AgentSnapshot(agent_id=agent_id, team_id="probe-team", tier="foundation")
+        snapshot = AgentSnapshot(agent_id=agent_id, team_id=agent.team_id, tier=agent.tier)
+        course = next(c for c in self.courses if c.tier == agent.tier)
+        lesson = course.modules[0]  # a lesson: no score to pass
         data = ModuleCompletedData(
             agent=snapshot,
-            course_id=self.courses[0].course_id,
-            module_id="m1",
-            module_kind="lesson",
+            course_id=course.course_id,
+            module_id=lesson.module_id,
+            module_kind=lesson.kind,
         )
         return message(
             ModuleCompleted(
