@@ -133,12 +133,10 @@ def run(
                     # sent together.
                     woke = max(due, woke + TICK_SECONDS)
                     time.sleep(max(woke - time.monotonic(), 0.0))
+                message: Message | None
                 agent_id = ""
                 if slot % every == 0:
-                    message: Message | None = workload.probe(
-                        prefix + PROBE_PREFIX, slot, datetime.now(UTC)
-                    )
-                    assert message is not None
+                    message = workload.probe(prefix + PROBE_PREFIX, slot, datetime.now(UTC))
                     agent_id = message.key
                     result.probes += 1
                 else:
