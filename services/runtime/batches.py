@@ -24,11 +24,13 @@ R = TypeVar("R")
 class EventBatch(Generic[E]):
     """1..N events of the types the method accepts, each partition's in offset order.
 
-    `lane` is the lowest partition number among the batch's events. A process handles
-    batches of disjoint partitions at once, and instances own disjoint partitions (but
-    briefly, while the group rebalances; the transaction makes that safe): so two batches
-    of one lane are not handled at the same time, and a handler may keep per-lane documents
-    (shards of a shared counter) that concurrent batches never both write.
+    `lane` is the lowest partition number of the group of the consumer's partitions the
+    batch came from (kafka.batch_lane), among its entrypoint's topics: it stays the same
+    from batch to batch while the assignment does. A process handles batches of disjoint
+    groups at once, and instances own disjoint partitions (but briefly, while the group
+    rebalances; the transaction makes that safe): so two batches of one lane are not
+    handled at the same time, and a handler may keep per-lane documents (shards of a
+    shared counter) that concurrent batches never both write.
     """
 
     events: tuple[E, ...]

@@ -47,6 +47,10 @@ def count_ticket(event: TicketResolved, uow: UnitOfWork) -> int:
     return int(doc["tickets"])
 
 
+#: The lane of every batch `on_ticket` got, in order (tests clear it).
+LANES: list[int] = []
+
+
 class SampleService(OperationalEndpoints):
     name = "sample"
     db = Mongo()
@@ -54,6 +58,7 @@ class SampleService(OperationalEndpoints):
 
     @consume(WORK_TICKETS, types=[TicketResolved.TYPE])
     def on_ticket(self, batch: EventBatch[TicketResolved]) -> Any:
+        LANES.append(batch.lane)
         result = self.db.handle_batch("on_ticket", batch.events, each(count_ticket))
         if self.config.get("HANG_AFTER_HANDLING"):
             eventlet.sleep(3600)  # the test kills us here: handled, offset not committed

@@ -19,7 +19,7 @@ from services.runtime.kafka import KafkaConsumerExtension
 from services.runtime.mongo import Mongo
 from services.runtime.outbox import OUTBOX, outbox_events
 from services.runtime.settings import RuntimeSettings
-from tests.integration.sample_service import SampleService
+from tests.integration.sample_service import LANES, SampleService
 from tests.support.databases import fresh_service_database
 from tests.support.events import ticket
 from tests.support.harness import (
@@ -101,6 +101,22 @@ def test_failing_handler_is_retried_then_dead_lettered_and_the_next_message_flow
         assert letters[0]["attempts"] == 3
         assert "cannot handle fail-1" in letters[0]["error"]
         assert counts(config, "agent-2")["ticket_ids"] == ["T-after"]
+
+
+def test_a_batch_lane_stays_the_same_whatever_partitions_a_poll_brings(config, bus):
+    # One event at a time: each poll brings the one partition its agent hashes to. The
+    # lane comes from the consumer's partitions, not the poll's, so a handler's per-lane
+    # documents do not change lane with every batch of a quiet stream.
+    LANES.clear()
+    agents = [f"lane-{n}" for n in range(8)]
+    with running(SampleService, config):
+        for agent in agents:
+            bus.publish(ticket(agent, f"L-{agent}"))
+            wait_until(lambda a=agent: counts(config, a)["tickets"] == 1, message=agent)
+    spread = {r.partition for r in bus.read_all(WORK_TICKETS) if r.key.decode() in agents}
+    assert len(spread) > 1, "the agents hashed to one partition: the test shows nothing"
+    assert len(LANES) >= len(agents)
+    assert set(LANES) == {0}  # the lowest partition this one consumer owns
 
 
 def test_a_poison_event_inside_a_batch_is_dead_lettered_and_the_rest_apply_once_in_order(

@@ -2,7 +2,7 @@
 
 from kafka import TopicPartition
 
-from services.runtime.kafka import OffsetTracker, partition_groups
+from services.runtime.kafka import OffsetTracker, batch_lane, partition_groups
 
 
 def test_commits_the_contiguous_run_of_finished_offsets():
@@ -54,3 +54,11 @@ def test_a_poll_is_one_batch_unless_split_into_groups_of_partitions():
     assert partition_groups(partitions, 2) == [partitions[0::2], partitions[1::2]]
     # more groups than partitions: one partition each, no empty group
     assert partition_groups(partitions[:2], 6) == [[partitions[0]], [partitions[1]]]
+
+
+def test_a_batch_lane_is_the_lowest_partition_of_its_group_among_its_topics():
+    owned = [TopicPartition("roster", 0), TopicPartition("points", 2), TopicPartition("points", 4)]
+    assert batch_lane(owned, {"points"}, fallback=9) == 2
+    assert batch_lane(owned, {"roster"}, fallback=9) == 0
+    assert batch_lane(owned, {"points", "roster"}, fallback=9) == 0
+    assert batch_lane(owned, {"other"}, fallback=9) == 9
