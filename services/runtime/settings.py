@@ -40,11 +40,11 @@ class RuntimeSettings(BaseModel):
     #: A failing batch is split in halves (kafka.py), so its size costs little there.
     consumer_max_poll_records: int = Field(2_000, ge=1)
     #: Batches a poll is split into, handled at once (each its own transaction, over a
-    #: share of the poll's partitions). Measured on the local stack: one batch per poll is
-    #: fastest, because its database runs one statement at a time, every transaction has a
-    #: cost of its own, and concurrent batches that write a shared document conflict and
-    #: are retried whole. Raise it against a MongoDB that runs transactions in parallel;
-    #: replicas add parallelism either way.
+    #: fixed share of the consumer's partitions: kafka.batch_lane). Measured on the local
+    #: stack: one batch per poll is fastest, because its database runs one statement at a
+    #: time, every transaction has a cost of its own, and concurrent batches that write a
+    #: shared document conflict and are retried whole. Raise it against a MongoDB that runs
+    #: transactions in parallel; replicas add parallelism either way.
     consumer_partition_concurrency: int = Field(1, ge=1)
     #: How long the broker may hold a fetch while it has less than
     #: `consumer_fetch_min_bytes` (while events flow; idle, see below). The client keeps one
