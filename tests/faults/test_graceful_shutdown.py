@@ -24,7 +24,10 @@ from tests.support.harness import unique_prefix, wait_until
 
 pytestmark = pytest.mark.integration
 
-EVENTS = 400
+#: Published before the service starts, so the stop lands mid-stream however fast they
+#: were sent (sent while the service ran, they once trickled in slower than it handled
+#: them on a loaded machine, and all were handled before the stop).
+EVENTS = 600
 
 
 def _tickets(count: int) -> list[TicketResolved]:
@@ -67,17 +70,18 @@ def test_sigterm_turns_unready_then_finishes_and_commits_in_flight_work(
     )
     config = deployment.config()
     ensure_topics(broker.bootstrap, [prefix + topic for topic in ALL_TOPICS])
-    points = ServiceProcess("points", 1, config, tmp_path).start().wait_ready(90)
     client: MongoClient = MongoClient(database.uri, tz_aware=True)
     producer = Producer(broker.bootstrap, prefix)
     events = _tickets(EVENTS)
     by_position: dict[tuple[int, int], str] = {}
+    points = ServiceProcess("points", 1, config, tmp_path)
     try:
         for event in events:
             _, partition, offset = producer.send_raw(
                 WORK_TICKETS, event.subject, event.to_json_bytes()
             )
             by_position[(partition, offset)] = event.id
+        points.start().wait_ready(90)
         # Busy: some handled, many still to go.
         wait_until(lambda: len(_handled(client, prefix)) >= 40, 60, "the first records")
 
