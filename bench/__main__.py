@@ -105,37 +105,15 @@ def run(config: BenchConfig) -> dict[str, Any]:
             report["profile"] = profiler.finish()
 
         rate = max(result.events_per_s / 2, 1.0)
-        say(f"end-to-end latency at {rate:.0f} events/s for {config.latency_seconds:.0f}s")
-        lat = latency.run(
-            stack,
-            workload,
-            rate,
-            config.latency_seconds,
-            min(config.probes_per_second, rate),
-            settle_timeout=config.settle_timeout_seconds,
-        )
-        report["e2e_latency_ms"] = lat.summary()
-        report["e2e"] = lat.details()
+        report.update(_latency(stack, workload, config, "e2e", rate, config.latency_seconds))
         settler = Settler(stack)
         try:
             settler.wait(config.settle_timeout_seconds)
-
             light_rate = max(result.events_per_s / LIGHT_SHARE, 1.0)
-            say(
-                f"end-to-end latency under light load, at {light_rate:.0f} events/s for "
-                f"{config.light_latency_seconds:.0f}s"
+            seconds = config.light_latency_seconds
+            report.update(
+                _latency(stack, workload, config, "e2e_light", light_rate, seconds, LIGHT_PREFIX)
             )
-            light = latency.run(
-                stack,
-                workload,
-                light_rate,
-                config.light_latency_seconds,
-                min(config.probes_per_second, light_rate),
-                prefix=LIGHT_PREFIX,
-                settle_timeout=config.settle_timeout_seconds,
-            )
-            report["e2e_light_latency_ms"] = light.summary()
-            report["e2e_light"] = light.details()
             settler.wait(config.settle_timeout_seconds)
 
             say(
@@ -188,6 +166,30 @@ def run(config: BenchConfig) -> dict[str, Any]:
         report["rss_mb_now"] = {name: round(m.get("now", 0.0), 1) for name, m in memory.items()}
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def _latency(
+    stack: Stack,
+    workload: Workload,
+    config: BenchConfig,
+    key: str,
+    rate: float,
+    seconds: float,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """One end-to-end latency run, as the report keeps it: `<key>_latency_ms` (the
+    percentiles) and `<key>` (the rest). `prefix`: agents of its own (latency.run)."""
+    say(f"{key}: end-to-end latency at {rate:.0f} events/s for {seconds:.0f}s")
+    result = latency.run(
+        stack,
+        workload,
+        rate,
+        seconds,
+        min(config.probes_per_second, rate),
+        prefix=prefix,
+        settle_timeout=config.settle_timeout_seconds,
+    )
+    return {f"{key}_latency_ms": result.summary(), key: result.details()}
 
 
 def _idle(stack: Stack, seconds: float) -> dict[str, Any]:
