@@ -1,7 +1,12 @@
 """Optional (BENCH_PROFILE=1): py-spy samples the consuming services and the database server
 for 60 s of the pipeline, and each profile is summarised by its busy time: how many cores'
 worth, the busy frames themselves, and our frames (services, database server) with callees.
-Waiting (under eventlet, a wait for a database reply is the hub's poll) is left out.
+Waiting is left out: py-spy samples only threads on a CPU (no `--idle`), and frames that
+wait (under eventlet, a wait for a database reply is the hub's poll) are dropped besides.
+With `--idle`, a database thread blocked on a lock counted as busy in the frame that took
+it: in one pipeline profile, 43% of the database's "busy" samples were its statements
+queued on the transaction registry's lock (on the local database, statements of different
+transactions run one at a time: bench/README.md), which used no CPU.
 
 py-spy is not a dependency: `pip install py-spy` into the virtualenv to use this.
 """
@@ -77,7 +82,6 @@ class Profiler:
                 "50",
                 "--format",
                 "raw",
-                "--idle",
                 "--nonblocking",
                 "--output",
                 str(out),
