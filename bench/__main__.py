@@ -24,7 +24,7 @@ from bench.heap import collector_paused
 from bench.profiling import Profiler
 from bench.report import table, write
 from bench.settle import Settler
-from bench.stack import DATABASE_SERVERS, Stack, cpu_spent
+from bench.stack import DATABASE_SERVERS, Stack, cpu_ms_per_event, cpu_spent
 from bench.workload import Workload
 from contracts.topics import ALL_TOPICS
 
@@ -99,6 +99,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "setup": {"events": result.setup_events, "seconds": round(result.setup_seconds, 1)},
             "checks": result.checks,
             "cpu_seconds": result.cpu_seconds,
+            "cpu_ms_per_event": cpu_ms_per_event(result.cpu_seconds, result.events),
             "database_time_by_statement": result.database_time,
         }
         if profiler is not None:

@@ -34,7 +34,7 @@ from bench import dbtime, stages
 from bench.heap import frozen_heap
 from bench.kafka_io import producer, publish
 from bench.settle import Settler
-from bench.stack import Stack, cpu_spent
+from bench.stack import Stack, cpu_ms_per_event, cpu_spent
 from bench.stats import percentiles
 from bench.workload import Message, Workload
 from services.common.periods import ALL_TIME
@@ -87,6 +87,7 @@ class LatencyResult:
             "lost": self.lost,
             "stages_ms": self.stages,
             "cpu_seconds": self.cpu_seconds,
+            "cpu_ms_per_event": cpu_ms_per_event(self.cpu_seconds, self.events),
             "database_time_by_statement": self.database_time,
         }
 

@@ -66,6 +66,15 @@ def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
 
 
+def cpu_ms_per_event(spent: dict[str, float], events: int) -> float:
+    """The whole stack's CPU (every process of `spent`, the bench's own included) per event
+    the run published, in milliseconds; what the services derive from an event is part of
+    its cost. Against the machine's two cores it says how far a rate is from saturating
+    them: the steady stream's events cost more than the pipeline's (smaller batches, fewer
+    changes folded together), so half the pipeline's rate can need all of the machine."""
+    return round(sum(spent.values()) * 1000 / max(events, 1), 2)
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a process and its descendants so far, in seconds."""
     ticks = os.sysconf("SC_CLK_TCK")
