@@ -66,13 +66,16 @@ def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {name: round(after[name] - before.get(name, 0.0), 1) for name in after}
 
 
-def cpu_ms_per_event(spent: dict[str, float], events: int) -> float:
+def cpu_ms_per_event(spent: dict[str, float], events: int) -> float | None:
     """The whole stack's CPU (every process of `spent`, the bench's own included) per event
     the run published, in milliseconds; what the services derive from an event is part of
     its cost. Against the machine's two cores it says how far a rate is from saturating
     them: the steady stream's events cost more than the pipeline's (smaller batches, fewer
-    changes folded together), so half the pipeline's rate can need all of the machine."""
-    return round(sum(spent.values()) * 1000 / max(events, 1), 2)
+    changes folded together), so half the pipeline's rate can need all of the machine.
+    None for a run that published nothing (the table shows "-")."""
+    if events <= 0:
+        return None
+    return round(sum(spent.values()) * 1000 / events, 2)
 
 
 def cpu_seconds(pid: int) -> float:
