@@ -18,11 +18,10 @@ def frozen_heap() -> Iterator[None]:
     collected until the timing ends (a few tens of MB at most)."""
     gc.collect()
     gc.freeze()
-    gc.disable()
     try:
-        yield
+        with collector_paused():
+            yield
     finally:
-        gc.enable()
         gc.unfreeze()
         gc.collect()
 
