@@ -31,6 +31,7 @@ from services.runtime.lifecycle import Lifecycle
 from services.runtime.metrics import MetricFamilies, ServiceMetrics
 from services.runtime.publisher import KafkaPublisher
 from services.runtime.settings import RuntimeSettings, settings_from_config
+from services.runtime.signal_wakeup import SignalWakeup
 
 
 class ReadinessRoute(JsonRoute):
@@ -54,6 +55,7 @@ class Operations(DependencyProvider):
     metrics = ServiceMetrics()
     lifecycle = Lifecycle()
     heap = StartupHeapFreeze()
+    signals = SignalWakeup()
 
     def setup(self) -> None:
         self.settings: RuntimeSettings = settings_from_config(self.container.config)

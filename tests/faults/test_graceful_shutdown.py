@@ -5,6 +5,7 @@ is left unhandled), the process exits by itself, and a restart picks up exactly 
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from pymongo import MongoClient
 
 from contracts.events import TicketResolved
 from contracts.topics import ALL_TOPICS, WORK_TICKETS
+from deploy.local.servers import http_ok
 from deploy.local.topics import ensure_topics
 from tests.faults.stack import Deployment, Producer, ServiceProcess, database_name
 from tests.support.events import snapshot, ticket_resolved
@@ -138,3 +140,21 @@ def test_sigterm_turns_unready_then_finishes_and_commits_in_flight_work(
         producer.close()
         points.stop(20)
         client.close()
+
+
+def test_sigterm_stops_an_idle_gateway_by_itself(broker: Any, database: Any, tmp_path: Any) -> None:
+    """The gateway has no consumer polling, so nothing wakes its event loop between
+    requests: the stop that SIGTERM asks for used to wait for the next request, and the
+    process was killed when the grace period ran out (runtime/signal_wakeup.py)."""
+    config = Deployment(broker, database, unique_prefix(), tmp_path).config()
+    config["JWT_SECRET"] = secrets.token_urlsafe(48)
+    gateway = ServiceProcess("gateway", 1, config, tmp_path)
+    try:
+        gateway.start()
+        wait_until(lambda: http_ok(f"{gateway.url}/healthz"), 90, "the gateway to answer")
+        gateway.terminate()
+        # Well under the event loop's longest wait (a minute), and no request to wake it.
+        wait_until(lambda: not gateway.is_running, 20, "the gateway to exit after SIGTERM")
+        assert gateway.returncode == 0
+    finally:
+        gateway.stop()
