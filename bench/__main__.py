@@ -25,6 +25,7 @@ from bench.profiling import Profiler
 from bench.report import table, write
 from bench.settle import Settler
 from bench.stack import DATABASE_SERVERS, Stack, cpu_ms_per_event, cpu_spent
+from bench.timeline import Timeline
 from bench.workload import Workload
 from contracts.topics import ALL_TOPICS
 
@@ -33,10 +34,6 @@ RAW_TOPIC = "bench.raw"
 #: the machine is far from saturated, it shows what the path itself takes.
 LIGHT_SHARE = 10
 LIGHT_PREFIX = "w"
-
-
-def say(message: str) -> None:
-    print(f"[bench] {message}", flush=True)
 
 
 def run(config: BenchConfig) -> dict[str, Any]:
@@ -50,13 +47,14 @@ def run(config: BenchConfig) -> dict[str, Any]:
         },
         "time_zone": config.time_zone,
     }
-    started = time.monotonic()
+    timeline = Timeline()
+    step = timeline.step
     with Stack(config) as stack:
-        say("starting a fresh broker and database on free ports")
+        step("servers", "starting a fresh broker and database on free ports")
         stack.start_servers()
         stack.create_topics([*ALL_TOPICS, RAW_TOPIC])
 
-        say("raw ceilings (broker, then database)")
+        step("raw", "raw ceilings (broker, then database)")
         report.update(raw.broker_ceilings(stack, RAW_TOPIC, config.raw_messages))
         report.update(raw.database_ceilings(stack, config.raw_bulk_docs, config.raw_single_writes))
         report["raw_sizes"] = {
@@ -65,7 +63,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "single_writes": config.raw_single_writes,
         }
 
-        say("starting the services (nameko run, one process each)")
+        step("services", "starting the services (nameko run, one process each)")
         service_start = time.monotonic()
         stack.start_services()
         report["services_ready_seconds"] = round(time.monotonic() - service_start, 1)
@@ -73,7 +71,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
         report["database_servers"] = {name: list(held) for name, held in DATABASE_SERVERS.items()}
 
         workload = Workload(config.time_zone, config.seed)
-        say(f"pipeline: {config.pipeline_agents} agents")
+        step("pipeline", f"pipeline: {config.pipeline_agents} agents")
         profiler = Profiler(stack, WORK_DIR, "pipeline") if config.profile == "pipeline" else None
         result = pipeline.run(
             stack,
@@ -106,20 +104,32 @@ def run(config: BenchConfig) -> dict[str, Any]:
             report["profile"] = profiler.finish()
 
         rate = max(result.events_per_s / 2, 1.0)
-        report.update(_latency(stack, workload, config, "e2e", rate, config.latency_seconds))
+        report.update(
+            _latency(stack, workload, config, timeline, "e2e", rate, config.latency_seconds)
+        )
         settler = Settler(stack)
         try:
             settler.wait(config.settle_timeout_seconds)
             light_rate = max(result.events_per_s / LIGHT_SHARE, 1.0)
             seconds = config.light_latency_seconds
             report.update(
-                _latency(stack, workload, config, "e2e_light", light_rate, seconds, LIGHT_PREFIX)
+                _latency(
+                    stack,
+                    workload,
+                    config,
+                    timeline,
+                    "e2e_light",
+                    light_rate,
+                    seconds,
+                    LIGHT_PREFIX,
+                )
             )
             settler.wait(config.settle_timeout_seconds)
 
-            say(
+            step(
+                "bulk_load",
                 f"reads: registering {config.profile_agents} agents in the roster, "
-                f"bulk-loading the board to {config.api_agents} agents"
+                f"bulk-loading the board to {config.api_agents} agents",
             )
             profiles = api.register_profiles(
                 stack, workload, pipeline.AGENT_PREFIX, config.profile_agents
@@ -137,9 +147,11 @@ def run(config: BenchConfig) -> dict[str, Any]:
         bulk_ids = [f"{api.BULK_PREFIX}{i:06d}" for i in range(to_load)]
         check = api.verify_load(stack, rng.sample(bulk_ids, min(200, to_load)), config.time_zone)
         board_agents = bulk_ids or profiles
-        say("reads: waiting for the leaderboards' read views to hold the boards read")
+        step(
+            "views_warm", "reads: waiting for the leaderboards' read views to hold the boards read"
+        )
         warm = api.warm_views(stack, profiles[0], config.time_zone, timeout=120.0)
-        say(f"reads: {config.api_clients} clients for {config.api_seconds:.0f}s")
+        step("reads", f"reads: {config.api_clients} clients for {config.api_seconds:.0f}s")
         reads_profiler = Profiler(stack, WORK_DIR, "reads") if config.profile == "reads" else None
         if reads_profiler is not None:
             reads_profiler.start(config.api_seconds)
@@ -159,13 +171,15 @@ def run(config: BenchConfig) -> dict[str, Any]:
         reads.load_by_collection = loaded["by_collection"]
         report["api"] = reads.summary(config.api_clients)
 
-        say(f"idle: the stack's CPU for {config.idle_seconds:.0f}s with nothing to do")
+        step("idle", f"idle: the stack's CPU for {config.idle_seconds:.0f}s with nothing to do")
         report.update(_idle(stack, config.idle_seconds))
 
         memory = stack.memory()
         report["rss_mb"] = {name: round(m.get("peak", 0.0), 1) for name, m in memory.items()}
         report["rss_mb_now"] = {name: round(m.get("now", 0.0), 1) for name, m in memory.items()}
-    report["wall_seconds"] = round(time.monotonic() - started, 1)
+        step("stop", "stopping the stack")
+    report["wall_seconds_by_step"] = timeline.seconds()
+    report["wall_seconds"] = round(time.monotonic() - timeline.started, 1)
     return report
 
 
@@ -173,6 +187,7 @@ def _latency(
     stack: Stack,
     workload: Workload,
     config: BenchConfig,
+    timeline: Timeline,
     key: str,
     rate: float,
     seconds: float,
@@ -180,7 +195,7 @@ def _latency(
 ) -> dict[str, Any]:
     """One end-to-end latency run, as the report keeps it: `<key>_latency_ms` (the
     percentiles) and `<key>` (the rest). `prefix`: agents of its own (latency.run)."""
-    say(f"{key}: end-to-end latency at {rate:.0f} events/s for {seconds:.0f}s")
+    timeline.step(key, f"{key}: end-to-end latency at {rate:.0f} events/s for {seconds:.0f}s")
     result = latency.run(
         stack,
         workload,
@@ -227,6 +242,8 @@ def main() -> int:
         f"\nmode {report['mode']}, wall time {report['wall_seconds']:.0f}s; "
         f"report: {REPORT_FILE.relative_to(REPORT_FILE.parents[1])}"
     )
+    steps = report["wall_seconds_by_step"]
+    print("wall time by step: " + ", ".join(f"{name} {s:.0f}s" for name, s in steps.items()))
     return 0
 
 
