@@ -563,14 +563,15 @@ class Launcher:
         return next(process for process in self.services if process.name == name)
 
     def stop(self) -> None:
-        """Services first (they flush and commit), then Prometheus, database, broker."""
+        """Services first (they flush and commit), then the servers together (each
+        database server takes seconds to close its storage, and nothing orders them)."""
         if self.services:
             say("stopping services")
             stop_all(self.services)
-        for server in reversed(self.servers):
-            if server.is_running:
-                say(f"stopping {server.name}")
-            stop_all([server])
+        running = [server for server in reversed(self.servers) if server.is_running]
+        if running:
+            say(f"stopping {', '.join(server.name for server in running)}")
+        stop_all(list(reversed(self.servers)))
 
 
 def main() -> int:
