@@ -498,6 +498,18 @@ def test_a_deployment_per_service_with_probes_resources_and_scrape_annotations(
         assert labels["app.kubernetes.io/name"] == name  # the Prometheus job
 
 
+def test_every_pod_keeps_serving_a_moment_after_it_leaves_the_endpoints(resources):
+    """A preStop pause shorter than the grace period: the proxies learn of a terminating
+    pod a few seconds after it leaves the Service's endpoints, and SIGTERM comes after the
+    pause (the services stop at once on it: runtime/signal_wakeup.py)."""
+    for name, deployment in by_kind(resources, "Deployment").items():
+        pre_stop = container_of(deployment)["lifecycle"]["preStop"]
+        assert pre_stop["exec"]["command"][0] == "sleep", name
+        pause = float(pre_stop["exec"]["command"][1])
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert 0 < pause <= grace / 3, name  # most of the grace period is left for the stop
+
+
 def test_config_comes_from_the_config_map_and_secrets_from_the_secret(resources):
     (config_map,) = by_kind(resources, "ConfigMap").values()
     secret = load(K8S_DIR / "secret.example.yaml")
