@@ -98,6 +98,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "checks": result.checks,
             "cpu_seconds": result.cpu_seconds,
             "cpu_ms_per_event": cpu_ms_per_event(result.cpu_seconds, result.events),
+            "documents_written": result.documents_written,
             "database_time_by_statement": result.database_time,
         }
         if profiler is not None:

@@ -37,6 +37,7 @@ from bench.settle import Settler
 from bench.stack import Stack, cpu_ms_per_event, cpu_spent
 from bench.stats import percentiles
 from bench.workload import Message, Workload
+from bench.writes import WritesMeter
 from services.common.periods import ALL_TIME
 from services.leaderboards import standings
 from services.leaderboards.boards import board_key
@@ -68,6 +69,7 @@ class LatencyResult:
     #: rate batches are small, and what each transaction costs whatever its size shows.
     database_time: list[dict[str, Any]] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    documents_written: dict[str, Any] = field(default_factory=dict)  # writes.py
     #: Each probe's path split at the services' own records (stages.py).
     stages: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +90,7 @@ class LatencyResult:
             "stages_ms": self.stages,
             "cpu_seconds": self.cpu_seconds,
             "cpu_ms_per_event": cpu_ms_per_event(self.cpu_seconds, self.events),
+            "documents_written": self.documents_written,
             "database_time_by_statement": self.database_time,
         }
 
@@ -120,6 +123,7 @@ def run(
     sender = producer(stack.bootstrap, linger_ms=0)  # a tick's messages go out together
     stream = iter(background)
     db_before = dbtime.snapshot(stack)
+    writes = WritesMeter(stack)
     cpu_before = stack.cpu_with_bench()
     started_at = datetime.now(UTC) - timedelta(seconds=1)  # ObjectIds keep whole seconds
     with frozen_heap():
@@ -156,6 +160,7 @@ def run(
             sender.close()
     result.cpu_seconds = cpu_spent(cpu_before, stack.cpu_with_bench())
     result.database_time = dbtime.spent(db_before, dbtime.snapshot(stack))
+    result.documents_written = writes.documents_written(result.events, result.cpu_seconds)
     result.samples_ms = [(at - sent) * 1000 for sent, at in watcher.seen.values()]
     to_unix = time.time() - time.monotonic()
     seen = {a: (sent + to_unix, at + to_unix) for a, (sent, at) in watcher.seen.items()}

@@ -25,6 +25,7 @@ from bench.kafka_io import publish, read_topic
 from bench.settle import Settler
 from bench.stack import Stack, cpu_spent
 from bench.workload import Workload
+from bench.writes import WritesMeter
 from contracts.envelope import CloudEvent
 from contracts.events import BadgeAwarded
 from contracts.parsing import parse_event
@@ -53,6 +54,8 @@ class PipelineResult:
     database_time: list[dict[str, Any]] = field(default_factory=list)
     #: CPU seconds per process while the pipeline ran, and per 1,000 events
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    #: The documents the database servers wrote meanwhile (writes.py)
+    documents_written: dict[str, Any] = field(default_factory=dict)
     expected: Expected | None = None
 
 
@@ -89,6 +92,7 @@ def run(
         if during is not None:
             during(60.0)
         before = dbtime.snapshot(stack)
+        writes = WritesMeter(stack)
         cpu_before = stack.cpu_with_bench()
         started = time.monotonic()
         publish(stack.bootstrap, stream)
@@ -98,6 +102,7 @@ def run(
         result.events_per_s = result.events / result.settle_seconds
         result.cpu_seconds = cpu_spent(cpu_before, stack.cpu_with_bench())
         result.database_time = dbtime.spent(before, dbtime.snapshot(stack))
+        result.documents_written = writes.documents_written(result.events, result.cpu_seconds)
         print(
             f"  published in {result.publish_seconds:.1f}s, settled after "
             f"{result.settle_seconds:.1f}s: {result.events_per_s:.0f} events/s",

@@ -337,10 +337,19 @@ class Database(ManagedProcess):
 
     name = "database"
 
-    def __init__(self, port: int, data_dir: Path | str, log_dir: Path | str) -> None:
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path | str,
+        log_dir: Path | str,
+        oplog_max_entries: int | None = None,
+    ) -> None:
+        """`oplog_max_entries`: how many oplog entries the server keeps (its own default
+        when None); the oplog is pruned past that, or past an hour."""
         super().__init__(log_dir)
         self.port = port
         self.data_dir = Path(data_dir)
+        self.oplog_max_entries = oplog_max_entries
 
     @property
     def uri(self) -> str:
@@ -368,6 +377,11 @@ class Database(ManagedProcess):
             # Measured: without it, kill -9 lost transactions acknowledged with j:true
             # (6 of 1,250); with it, none of 1,575. An award must never be lost.
             "--sync-on-commit",
+            *(
+                ["--oplog-max-entries", str(self.oplog_max_entries)]
+                if self.oplog_max_entries is not None
+                else []
+            ),
         ]
 
     def start(self) -> Self:
