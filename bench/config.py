@@ -39,6 +39,10 @@ class BenchConfig:
     #: run py-spy on the services and the database during one phase: BENCH_PROFILE=1 (or
     #: `pipeline`) during the pipeline, BENCH_PROFILE=reads during the reads
     profile: str = ""
+    #: BENCH_WRITES=1: count the documents each phase wrote (writes.py). Off by default: on
+    #: the local database the count of a full run's pipeline took about 75 s and the two
+    #: latency tests' about 215 s more, and the first server's memory went from 0.9 to 2.7 GB.
+    count_writes: bool = False
 
 
 FULL = BenchConfig(
@@ -88,6 +92,7 @@ def from_environment(env: dict[str, str] | None = None) -> BenchConfig:
         profile=_profiled_phase(env.get("BENCH_PROFILE", "")),
         pipeline_agents=int(env.get("BENCH_PIPELINE_AGENTS") or config.pipeline_agents),
         api_agents=int(env.get("BENCH_API_AGENTS") or config.api_agents),
+        count_writes=env.get("BENCH_WRITES", "") not in ("", "0"),
     )
 
 

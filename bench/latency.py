@@ -69,7 +69,7 @@ class LatencyResult:
     #: rate batches are small, and what each transaction costs whatever its size shows.
     database_time: list[dict[str, Any]] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
-    documents_written: dict[str, Any] = field(default_factory=dict)  # writes.py
+    documents_written: dict[str, Any] | None = None  # writes.py
     #: Each probe's path split at the services' own records (stages.py).
     stages: dict[str, Any] = field(default_factory=dict)
 

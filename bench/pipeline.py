@@ -55,7 +55,7 @@ class PipelineResult:
     #: CPU seconds per process while the pipeline ran, and per 1,000 events
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     #: The documents the database servers wrote meanwhile (writes.py)
-    documents_written: dict[str, Any] = field(default_factory=dict)
+    documents_written: dict[str, Any] | None = None
     expected: Expected | None = None
 
 

@@ -48,11 +48,12 @@ DATABASE_SERVERS: dict[str, tuple[str, ...]] = {
 #: Only the join of a new consumer group waits for this (half of it): the local-stack value.
 SESSION_TIMEOUT_MS = "6000"
 READY_TIMEOUT = 120.0
-#: The database servers keep this many oplog entries (the local server's default is
-#: 100,000), so that what a phase wrote can still be counted at its end (writes.py): the
-#: full pipeline writes about 350,000 documents on the first server. Measured with 4,000
-#: pipeline agents, three runs each: the servers' CPU per event was the same with 100,000
-#: (1.22 to 1.44 ms on the first server) and with 1,000,000 (1.27 to 1.31).
+#: When the bench counts the documents written (BENCH_WRITES=1), the database servers keep
+#: this many oplog entries (the local server's default is 100,000), so that what a phase
+#: wrote can still be counted at its end (writes.py): the full pipeline writes about
+#: 350,000 documents on the first server. Measured with 4,000 pipeline agents, three runs
+#: each: the servers' CPU per event was the same with 100,000 (1.22 to 1.44 ms on the
+#: first server) and with 1,000,000 (1.27 to 1.31).
 OPLOG_MAX_ENTRIES = 1_000_000
 
 
@@ -170,7 +171,8 @@ class Stack:
         )
 
     def _database(self, name: str, port: int) -> Database:
-        database = Database(port, self.work_dir / "db" / name, self.logs, OPLOG_MAX_ENTRIES)
+        oplog = OPLOG_MAX_ENTRIES if self.config.count_writes else None
+        database = Database(port, self.work_dir / "db" / name, self.logs, oplog)
         database.name = name  # its log and config files, and its row in the report
         return database
 

@@ -8,6 +8,9 @@ document written, alone or in a transaction (one `applyOps` entry holding the
 transaction's writes), so the entries after a position taken before the phase are what the
 phase wrote. The count is only whole while the oplog still holds that position: a phase
 that wrote more than the oplog keeps is reported as not counted, never as a smaller figure.
+
+Only with BENCH_WRITES=1 (config.py): the local database reads its whole oplog for such a
+query, and holds it in memory meanwhile.
 """
 
 from __future__ import annotations
@@ -78,11 +81,15 @@ def _end(client: MongoClient, *, newest: bool) -> Timestamp | None:
 
 class WritesMeter:
     """Takes every database server's oplog position at the start of a phase, and counts
-    what each wrote since at its end (`documents_written`)."""
+    what each wrote since at its end (`documents_written`); does nothing unless the run
+    counts writes."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.positions = {name: self._read(name, OplogPosition.of) for name in stack.databases}
+        self.positions = {
+            name: self._read(name, OplogPosition.of)
+            for name in (stack.databases if stack.config.count_writes else ())
+        }
 
     def _read(self, server: str, read: Any) -> Any:
         client = self.stack.database_client(server)
@@ -91,7 +98,11 @@ class WritesMeter:
         finally:
             client.close()
 
-    def documents_written(self, events: int, cpu_seconds: Mapping[str, float]) -> dict[str, Any]:
+    def documents_written(
+        self, events: int, cpu_seconds: Mapping[str, float]
+    ) -> dict[str, Any] | None:
+        if not self.positions:
+            return None
         counts = {
             name: self._read(name, position.written_since)
             for name, position in self.positions.items()

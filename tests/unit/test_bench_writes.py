@@ -7,6 +7,7 @@ from collections import Counter
 
 from bson.timestamp import Timestamp
 
+from bench.config import from_environment
 from bench.writes import still_holds, summary, tally
 
 
@@ -80,3 +81,9 @@ def test_a_server_whose_oplog_was_pruned_leaves_the_totals_out() -> None:
     assert written["cpu_us_per_document"] is None
     assert written["servers"]["database-leaderboards"]["counted"] is False
     assert written["servers"]["database"]["per_event"] == 3.0
+
+
+def test_writes_are_counted_only_when_asked() -> None:
+    assert from_environment({}).count_writes is False
+    assert from_environment({"BENCH_WRITES": "0"}).count_writes is False
+    assert from_environment({"BENCH_WRITES": "1", "BENCH_QUICK": "1"}).count_writes is True
