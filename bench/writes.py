@@ -4,7 +4,7 @@ event, by collection, and each server's CPU per document.
 On the local database most of a write's cost is per document written (its oplog entry, its
 index entries; see the bench README), so CPU per event is documents per event times CPU per
 document: the first is the design's, the second the database's. The oplog lists every
-document written, alone or in a transaction (one `applyOps` entry holding the
+document written, alone or in a transaction (on MongoDB, one `applyOps` entry holding the
 transaction's writes), so the entries after a position taken before the phase are what the
 phase wrote. The count is only whole while the oplog still holds that position: a phase
 that wrote more than the oplog keeps is reported as not counted, never as a smaller figure.
@@ -16,9 +16,9 @@ query, and holds it in memory meanwhile.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bson.timestamp import Timestamp
 from pymongo import MongoClient
@@ -33,6 +33,7 @@ WRITES = {"i": "insert", "u": "update", "d": "delete"}
 #: Only what the count needs: not the documents themselves.
 PROJECTION = {"op": 1, "ns": 1, "o.applyOps.op": 1, "o.applyOps.ns": 1}
 BY_COLLECTION_ROWS = 20
+T = TypeVar("T")
 
 
 def tally(entries: Iterable[Mapping[str, Any]]) -> Counter[tuple[str, str]]:
@@ -91,7 +92,7 @@ class WritesMeter:
             for name in (stack.databases if stack.config.count_writes else ())
         }
 
-    def _read(self, server: str, read: Any) -> Any:
+    def _read(self, server: str, read: Callable[[MongoClient], T]) -> T:
         client = self.stack.database_client(server)
         try:
             return read(client)
