@@ -568,10 +568,11 @@ class Launcher:
         if self.services:
             say("stopping services")
             stop_all(self.services)
-        running = [server for server in reversed(self.servers) if server.is_running]
+        servers = list(reversed(self.servers))
+        running = [server.name for server in servers if server.is_running]
         if running:
-            say(f"stopping {', '.join(server.name for server in running)}")
-        stop_all(list(reversed(self.servers)))
+            say(f"stopping {', '.join(running)}")
+        stop_all(servers)
 
 
 def main() -> int:
