@@ -447,12 +447,20 @@ def test_one_entrypoint_awards_from_three_topics_and_counts_each_under_its_own(c
     for event in events:
         bus.publish(event)
     wait_until(lambda: client.balance(agent_id) == 35, message="the three awards")
-    after = consumed(client)
-    assert {key: after[key] - before[key] for key in after if after[key] != before[key]} == {
+    expected = {
         (LEARNING_PROGRESS, events[0].type): 1,
         (WORK_TICKETS, events[1].type): 1,
         (GAMIFICATION_BADGES, events[2].type): 1,
     }
+
+    def counted() -> dict[tuple[str, str], int]:
+        after = consumed(client)
+        return {key: after[key] - before[key] for key in after if after[key] != before[key]}
+
+    # The consumer counts a batch once its worker hands back the result, which is after
+    # the transaction the balance reads: wait for the counts too.
+    wait_until(lambda: sum(counted().values()) >= len(events), message="the three counted")
+    assert counted() == expected
 
 
 def test_start_drops_the_ledger_indexes_an_earlier_release_made(broker, database):
