@@ -55,6 +55,7 @@ from tests.support.events import (
 from tests.support.harness import (
     EventBus,
     base_url,
+    events_consumed,
     get_json,
     running,
     service_config,
@@ -149,15 +150,9 @@ def held(config, agent: str) -> set[tuple[str, str | None]]:
     return {(b["badge_id"], b["level"]) for b in badges_of(config, agent)["badges"]}
 
 
-def handled(config, event_type: str) -> float:
-    text = requests.get(f"{base_url(config)}/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith("skillquest_events_consumed_total{"):
-            continue
-        if f'type="{event_type}"' in line and ('outcome="handled"' in line):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def handled(config, event_type: str) -> int:
+    consumed = events_consumed(base_url(config))
+    return sum(n for (_, type_), n in consumed.items() if type_ == event_type)
 
 
 def publish_all(bus: EventBus, events: list[CloudEvent]) -> None:

@@ -11,7 +11,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
 from contracts.topics import GAMIFICATION_BADGES, LEARNING_PROGRESS, WORK_TICKETS
@@ -27,7 +26,14 @@ from tests.support.events import (
     snapshot,
     ticket_resolved,
 )
-from tests.support.harness import EventBus, running, service_config, unique_prefix, wait_until
+from tests.support.harness import (
+    EventBus,
+    events_consumed,
+    running,
+    service_config,
+    unique_prefix,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -422,19 +428,6 @@ def test_the_latest_snapshot_by_event_time_files_an_adjustment(client, bus):
     assert teams == {"m-new": "team-new", "m-old": "team-old", "gesture": "team-new"}
 
 
-def consumed(client: PointsClient) -> Counter[tuple[str, str]]:
-    """Events handled so far, by (topic, type), from the service's /metrics."""
-    found: Counter[tuple[str, str]] = Counter()
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        for sample in family.samples:
-            labels = sample.labels
-            if sample.name == "skillquest_events_consumed_total" and (
-                labels.get("outcome") == "handled"
-            ):
-                found[(labels["topic"], labels["type"])] += int(sample.value)
-    return found
-
-
 def test_one_entrypoint_awards_from_three_topics_and_counts_each_under_its_own(client, bus):
     agent_id = new_agent("topics")
     agent = snapshot(agent_id)
@@ -443,7 +436,7 @@ def test_one_entrypoint_awards_from_three_topics_and_counts_each_under_its_own(c
         ticket_resolved(agent, DAY + timedelta(minutes=1), "T-9", qa_score=95),  # 5
         badge_awarded(agent, DAY + timedelta(minutes=2), bonus=20),  # 20
     ]
-    before = consumed(client)
+    before = events_consumed(client.url)
     for event in events:
         bus.publish(event)
     wait_until(lambda: client.balance(agent_id) == 35, message="the three awards")
@@ -454,7 +447,7 @@ def test_one_entrypoint_awards_from_three_topics_and_counts_each_under_its_own(c
     }
 
     def counted() -> dict[tuple[str, str], int]:
-        after = consumed(client)
+        after = events_consumed(client.url)
         return {key: after[key] - before[key] for key in after if after[key] != before[key]}
 
     # The consumer counts a batch once its worker hands back the result, which is after

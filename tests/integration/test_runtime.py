@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import pytest
 import requests
 from kafka import KafkaConsumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
 from contracts.events import TicketResolved
@@ -26,6 +25,7 @@ from tests.support.events import ticket
 from tests.support.harness import (
     EventBus,
     base_url,
+    events_consumed,
     get_json,
     running,
     service_config,
@@ -67,18 +67,9 @@ def gauge(config, name: str) -> float:
     return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
-def ticket_outcomes(config, outcome: str) -> float:
-    """How many ticket events the service's consumer counted with `outcome`, from /metrics."""
-    text = requests.get(f"{base_url(config)}/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "skillquest_events_consumed_total" and sample.labels == {
-                "topic": WORK_TICKETS,
-                "type": TicketResolved.TYPE,
-                "outcome": outcome,
-            }:
-                return sample.value
-    return 0.0
+def ticket_outcomes(config, outcome: str) -> int:
+    """How many ticket events the service's consumer counted with `outcome`."""
+    return events_consumed(base_url(config), outcome)[(WORK_TICKETS, TicketResolved.TYPE)]
 
 
 def consumer_of(container) -> KafkaConsumerExtension:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 from kafka import KafkaProducer
 from nameko.cli.main import setup_yaml_parser
 from nameko.containers import ServiceContainer
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.envelope import CloudEvent
 from contracts.topics import TOPIC_OF_TYPE
@@ -100,6 +102,21 @@ class EventBus:
 
     def close(self) -> None:
         self.producer.close()
+
+
+def events_consumed(url: str, outcome: str = "handled") -> Counter[tuple[str, str]]:
+    """The events a service's consumer counted with `outcome` (handled, duplicate, ignored,
+    dead_lettered), by (topic, type), from its /metrics at `url`."""
+    found: Counter[tuple[str, str]] = Counter()
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "skillquest_events_consumed_total" and (
+                labels.get("outcome") == outcome
+            ):
+                found[(labels["topic"], labels["type"])] += int(sample.value)
+    return found
 
 
 def get_json(url: str, **kwargs: Any) -> Any:
